@@ -1,0 +1,1 @@
+"""Thin Typer commands, one per DVC stage: parse options, load a params section, call src/."""

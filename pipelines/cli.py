@@ -1,0 +1,22 @@
+"""The `ganops` command: every stage mounted as a subcommand."""
+
+import typer
+
+from pipelines import evaluate, prepare, pretrain, promote, sample, train
+
+app = typer.Typer(
+    name="ganops",
+    help="A reproducible GAN factory: prepare → pretrain → train → evaluate → promote.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("prepare", help="Read, validate (Great Expectations) and write the dataset.")(prepare.main)
+app.command("pretrain", help="Train the autoencoder whose weights initialise G and D.")(pretrain.main)
+app.command("train", help="Adversarial training of the generator.")(train.main)
+app.command("evaluate", help="FID/KID of the generator; register it in MLflow.")(evaluate.main)
+app.command("promote", help="Move the `champion` alias if the candidate passes the FID gate.")(promote.main)
+app.command("sample", help="Draw images from a generator.")(sample.main)
+
+if __name__ == "__main__":
+    app()
