@@ -1,0 +1,1 @@
+"""Data: sources, the prepared format, Great Expectations validation."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: small real IDX datasets and image folders written to disk."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """IDX encoding of a uint8 array: magic 0x0000 08 ndim, big-endian dims, raw bytes."""
+    header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
+
+
+def make_images(n: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """(n, size, size) uint8 with structure: a random blob on noise, never blank."""
+    imgs = rng.integers(0, 40, size=(n, size, size), dtype=np.uint8)
+    for i in range(n):
+        r, c = rng.integers(2, size - 10, size=2)
+        imgs[i, r:r + 8, c:c + 8] = rng.integers(120, 255)
+    return imgs
+
+
+def write_idx_dataset(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0,
+                      classes: int = 10) -> Path:
+    """A small Fashion-MNIST-shaped IDX dataset (gzipped) under `root`; returns root."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % classes).astype(np.uint8)
+        with gzip.open(root / f"{split}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(idx_bytes(make_images(n, rng)))
+        with gzip.open(root / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(idx_bytes(labels))
+    return root
+
+
+def write_params(path: Path, data: dict, extra: str = "") -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"seed": 0, "data": data}) + extra)
+    return path
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    return write_idx_dataset(tmp_path / "idx")
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three class folders of 12 PNGs each, 20×20 RGB (resized on prepare)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "folder"
+    for k, name in enumerate(("cat", "dog", "fox")):
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(12):
+            arr = rng.integers(0, 255, size=(20, 20, 3), dtype=np.uint8)
+            arr[..., k] = 255
+            Image.fromarray(arr).save(d / f"{i:03d}.png")
+    return root
