@@ -1,0 +1,126 @@
+"""Shared building blocks: the size plan, DCGAN init, and the convolutional trunk.
+
+The discriminator and the autoencoder's encoder both use `ConvTrunk`, so an
+autoencoder's `encoder.trunk.*` weights load into `D.trunk` by name. Generator and
+decoder are the same class (`Generator`), so `decoder.*` loads into G by name.
+
+Size plan (b = base resolution, n = number of 2× steps):
+    28: 7 → 14 → 28                 (b=7, n=2)
+    32: 4 → 8 → 16 → 32             (b=4, n=3)
+    64: 4 → 8 → 16 → 32 → 64        (b=4, n=4)
+Channels double on every 2× step down (D) and halve on every step up (G), so the
+deepest feature map has width·2^(n-1) channels at b×b.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+IMAGE_SIZES = (28, 32, 64)
+CHANNELS = (1, 3)
+_PLAN = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image_size -> (base resolution, 2× steps)
+
+
+def size_plan(image_size: int, channels: int) -> tuple[int, int]:
+    """(base resolution, number of 2× steps) for a supported image; ValueError otherwise."""
+    if image_size not in _PLAN:
+        raise ValueError(f"image_size {image_size} not supported; use 28, 32 or 64")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels {channels} not supported; use 1 (grayscale) or 3 (RGB)")
+    return _PLAN[image_size]
+
+
+def check_positive(**values: int) -> None:
+    """ValueError naming the first argument that is not a positive int."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _raw_weight(m: nn.Module) -> torch.Tensor:
+    # A spectral-norm module's `.weight` is computed; the trainable tensor is `.original`.
+    if parametrize.is_parametrized(m, "weight"):
+        return m.parametrizations.weight.original  # type: ignore[union-attr,return-value]
+    return m.weight  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> nn.Module:
+    """DCGAN init of every layer inside `module`, in place; returns `module`.
+
+    Conv / ConvTranspose / Linear weights ~ N(0, 0.02), their biases 0;
+    BatchNorm weight ~ N(1, 0.02), bias 0. Embeddings are left to their owners
+    (G keeps N(0, 1) so labels weigh like z; D's projection sets its own scale).
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(_raw_weight(m), 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral norm on every conv / linear / embedding inside `module`, in place.
+
+    Call after `init_weights`: registration runs power iteration on the current weight.
+    State-dict keys change from `<layer>.weight` to `<layer>.parametrizations.weight.original`
+    (plus `...weight.0._u` / `._v`).
+    """
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)) and not parametrize.is_parametrized(m):
+            _spectral_norm(m)
+    return module
+
+
+def up_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """(B, in_ch, h, w) -> (B, out_ch, 2h, 2w): ConvT 4×4 stride 2, BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False),  # bias is redundant before BN
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+def down_block(in_ch: int, out_ch: int, batchnorm: bool) -> nn.Sequential:
+    """(B, in_ch, h, w) -> (B, out_ch, h/2, w/2): Conv 4×4 stride 2, [BatchNorm], LeakyReLU(0.2)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not batchnorm)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ConvTrunk(nn.Module):
+    """Strided-conv feature extractor shared by D and the AE encoder: (B, C, H, W) -> (B, F).
+
+    No normalisation on the input layer (DCGAN); BatchNorm after the later layers unless
+    `spectral_norm`, which replaces BatchNorm everywhere (BN would undo the Lipschitz bound)
+    and wraps every conv. F = width·2^(n-1)·b·b, e.g. 2·64·7·7 = 6272 for 28×28, width 64.
+    """
+
+    def __init__(self, channels: int, image_size: int, width: int, spectral_norm: bool = False) -> None:
+        super().__init__()
+        base, steps = size_plan(image_size, channels)
+        check_positive(width=width)
+        widths = [width * 2**i for i in range(steps)]  # e.g. [w, 2w] for 28×28
+        blocks = [down_block(channels, widths[0], batchnorm=False)]
+        pairs = zip(widths[:-1], widths[1:], strict=True)  # (in, out) channels of the later layers
+        blocks += [down_block(a, b, batchnorm=not spectral_norm) for a, b in pairs]
+        self.layers = nn.Sequential(*blocks)
+        self.out_shape = (widths[-1], base, base)
+        self.out_features = widths[-1] * base * base
+        init_weights(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) in [-1, 1] -> features (B, F)."""
+        h = self.layers(x)  # (B, w·2^(n-1), b, b)
+        return h.flatten(1)  # (B, F)  flatten copies if channels_last; F is in C, H, W order either way

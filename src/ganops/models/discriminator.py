@@ -1,0 +1,60 @@
+"""DCGAN discriminator: image (B, C, H, W) [+ label] -> logit (B,), no sigmoid.
+
+`D.trunk` is a `ConvTrunk`, the same class as the autoencoder's `encoder.trunk`, so a
+pretrained encoder loads into it by name. `D.head` and the projection embedding are
+D's own and stay at their init after a transfer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganops.models.blocks import ConvTrunk, apply_spectral_norm, init_weights
+
+
+class Discriminator(nn.Module):
+    """trunk (B, C, H, W) -> (B, F), head Linear(F, 1) -> (B,) logits.
+
+    With `num_classes > 0`: projection conditioning (Miyato & Koyama 2018),
+    logit += <embed(y), features>. With `spectral_norm`: no BatchNorm anywhere and
+    spectral norm on every conv / linear / embedding (trunk, head, projection).
+    """
+
+    def __init__(self, channels: int, image_size: int, width: int, num_classes: int = 0,
+                 spectral_norm: bool = False) -> None:
+        super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
+        self.spectral_norm = spectral_norm
+        self.trunk = ConvTrunk(channels, image_size, width, spectral_norm=spectral_norm)
+        F = self.trunk.out_features
+        self.head = nn.Linear(F, 1)
+        init_weights(self.head)
+        if num_classes:
+            self.cond_embed = nn.Embedding(num_classes, F)
+            # A linear map from one-hot labels: give it the head's scale, not N(0, 1),
+            # else the projection term (a sum over F ≈ 6k terms) swamps the logit at init.
+            nn.init.normal_(self.cond_embed.weight, 0.0, 0.02)
+        if spectral_norm:
+            apply_spectral_norm(self.head)
+            if num_classes:
+                apply_spectral_norm(self.cond_embed)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> trunk features (B, F)."""
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W) in [-1, 1], y (B,) int64 labels -> logits (B,).
+
+        `y` is required when conditional and ignored otherwise (loops may always pass it).
+        """
+        f = self.trunk(x)  # (B, F)
+        logit = self.head(f).squeeze(1)  # (B,)
+        if self.num_classes:
+            if y is None:
+                raise ValueError("conditional discriminator needs labels y of shape (B,)")
+            logit = logit + (self.cond_embed(y) * f).sum(1)  # (B,)  projection term
+        return logit

@@ -1,0 +1,62 @@
+"""DCGAN generator: z (B, latent_dim) [+ label] -> image (B, C, H, W) in [-1, 1].
+
+Also the autoencoder's decoder (same class, unconditional), so a pretrained decoder's
+state_dict loads into G by name. Conditioning lives in `cond_*` modules only, which the
+decoder never has: they are the keys `load_state_dict(strict=False)` reports missing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganops.models.blocks import check_positive, init_weights, size_plan, up_block
+
+
+class Generator(nn.Module):
+    """DCGAN generator for 28×28, 32×32 or 64×64 images with 1 or 3 channels.
+
+    z (B, latent_dim) -> ConvT to (B, w·2^(n-1), b, b) -> n-1 up blocks (ConvT, BN, ReLU)
+    halving channels -> ConvT to (B, C, H, W) -> tanh. For 28×28: 7 → 14 → 28.
+
+    With `num_classes > 0` a label embedding e (B, E) is joined to z. The first layer of
+    cat[z, e] is written as project(z) + cond_project(e) (the same linear map with its
+    weight split in two), so `project` keeps the decoder's shape and key name.
+    """
+
+    def __init__(self, latent_dim: int, channels: int, image_size: int, width: int,
+                 num_classes: int = 0) -> None:
+        super().__init__()
+        base, steps = size_plan(image_size, channels)
+        check_positive(latent_dim=latent_dim, width=width)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.latent_dim, self.channels, self.image_size = latent_dim, channels, image_size
+        self.num_classes = num_classes
+        widths = [width * 2**i for i in reversed(range(steps))]  # e.g. [2w, w] for 28×28
+
+        self.project = nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=False)
+        self.project_bn = nn.BatchNorm2d(widths[0])
+        self.up = nn.Sequential(*[up_block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)])
+        self.to_image = nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1)
+        if num_classes:
+            embed_dim = latent_dim  # same size as z so neither input dominates at init
+            self.cond_embed = nn.Embedding(num_classes, embed_dim)
+            self.cond_project = nn.ConvTranspose2d(embed_dim, widths[0], base, 1, 0, bias=False)
+        init_weights(self)  # leaves cond_embed at N(0, 1), the same scale as z ~ N(0, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, latent_dim), y (B,) int64 labels -> images (B, C, H, W) in [-1, 1].
+
+        `y` is required when conditional and ignored otherwise (loops may always pass it).
+        """
+        B = z.shape[0]
+        x = self.project(z.view(B, self.latent_dim, 1, 1))  # (B, w·2^(n-1), b, b)
+        if self.num_classes:
+            if y is None:
+                raise ValueError("conditional generator needs labels y of shape (B,)")
+            e = self.cond_embed(y).view(B, -1, 1, 1)  # (B, E, 1, 1)
+            x = x + self.cond_project(e)  # (B, w·2^(n-1), b, b)  == first layer of cat[z, e]
+        x = torch.relu(self.project_bn(x))  # (B, w·2^(n-1), b, b)
+        x = self.up(x)  # (B, w, H/2, W/2)
+        return torch.tanh(self.to_image(x))  # (B, C, H, W)
