@@ -1,0 +1,235 @@
+"""ganops.tracking against a real MLflow sqlite store and a real git repository (no mocks)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from ganops.lineage import params_hash
+from ganops.tracking import (
+    TrackingError,
+    TrackingWarning,
+    find_pipeline_runs,
+    image_grid,
+    repo_root,
+    resolve_tracking_uri,
+    stage_run,
+)
+
+PARAMS = {"seed": 42, "train": {"lr": 2e-4, "betas": [0.5, 0.999], "epochs": 5}}
+
+
+def git(root: Path, *args: str) -> str:
+    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com",
+           "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty sqlite store; tests copy it instead of migrating (~2 s) each time."""
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
+    """A committed git repo as cwd, with an MLflow sqlite store beside it."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "params.yaml").write_text("seed: 42\ntrain:\n  lr: 0.0002\n")
+    (root / "model.py").write_text("WIDTH = 64\n")
+    (root / "dvc.yaml").write_text("stages:\n  train:\n    cmd: ganops train\n"
+                                   "    metrics:\n    - metrics.json:\n        cache: false\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    (root / "metrics.json").write_text("{}\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "init")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("GANOPS_PIPELINE_ID", raising=False)
+    return root
+
+
+def client() -> MlflowClient:
+    return MlflowClient(resolve_tracking_uri(Path.cwd()))
+
+
+def run_stage(repo: Path, stage: str = "pretrain", params: dict | None = None, **kw) -> str:
+    with stage_run(stage, "test", params or PARAMS, repo, system_metrics=False, **kw) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    return run.run_id
+
+
+def test_stage_run_logs_params_metrics_tags_and_artifacts(repo: Path) -> None:
+    params = {**PARAMS, "note": "x" * 700}
+    with stage_run("pretrain", "test", params, repo, data_meta={"content_hash": "abc123", "n": 10}) as run:
+        for step, loss in enumerate([1.5, 0.75]):
+            run.log_metrics({"loss/recon": loss, "lr": torch.tensor(2e-4)}, step=step)
+        run.set_tags({"note": "hello"})
+        run.log_dict({"best_epoch": 1, "path": repo}, "summary.json")
+        run.log_table(pd.DataFrame({"epoch": [0, 1], "loss": [1.5, 0.75]}), "history.csv")
+
+    got = client().get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.info.run_name == "pretrain"
+    p = got.data.params
+    assert (p["seed"], p["train.lr"], p["train.epochs"]) == ("42", "0.0002", "5")
+    assert p["train.betas"] == "[0.5, 0.999]"
+    assert len(p["note"]) == 500  # cut to the value limit; params.json keeps it whole
+    history = client().get_metric_history(run.run_id, "loss/recon")
+    assert [(m.step, m.value) for m in history] == [(0, 1.5), (1, 0.75)]
+
+    tags = got.data.tags
+    assert tags["ganops.stage"] == "pretrain"
+    assert tags["ganops.git_commit"] == git(repo, "rev-parse", "HEAD")
+    assert tags["ganops.git_dirty"] == "false"
+    assert tags["ganops.data_hash"] == "abc123"
+    assert tags["ganops.params_hash"] == params_hash(params)
+    assert len(tags["ganops.pipeline"]) == 16
+    assert tags["note"] == "hello"
+
+    files = {a.path for a in client().list_artifacts(run.run_id)}
+    assert {"params.json", "data_meta.json", "summary.json", "history.csv"} <= files
+    assert got.info.artifact_uri.startswith((repo / "mlartifacts" / "test").as_uri())
+    table = Path(client().download_artifacts(run.run_id, "history.csv", str(repo / "dl")))
+    assert table.read_text().splitlines() == ["epoch,loss", "0,1.5", "1,0.75"]
+
+
+def test_dirty_flag_flips_after_editing_a_tracked_file(repo: Path) -> None:
+    clean = client().get_run(run_stage(repo)).data.tags
+    (repo / "scratch.txt").write_text("untracked files do not count\n")
+    assert client().get_run(run_stage(repo)).data.tags["ganops.git_dirty"] == "false"
+
+    (repo / "model.py").write_text("WIDTH = 128\n")
+    dirty = client().get_run(run_stage(repo)).data.tags
+    assert (clean["ganops.git_dirty"], dirty["ganops.git_dirty"]) == ("false", "true")
+    assert dirty["ganops.git_commit"] == clean["ganops.git_commit"]
+    assert dirty["ganops.pipeline"] != clean["ganops.pipeline"]  # new code, new pipeline
+
+
+def test_params_hash_is_stable_for_equal_params_and_differs_otherwise() -> None:
+    same = {"train": {"epochs": 5, "lr": 2e-4, "betas": [0.5, 0.999]}, "seed": 42}
+    assert params_hash(PARAMS) == params_hash(same)
+    assert params_hash(PARAMS) != params_hash({**PARAMS, "seed": 43})
+    assert len(params_hash(PARAMS)) == 16
+
+
+def test_stages_of_one_repro_share_a_pipeline_key_and_are_found_together(repo: Path) -> None:
+    first = run_stage(repo, "pretrain")
+    # What `dvc repro` writes between stages must not split the pipeline.
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {pretrain: {}}\n")
+    (repo / "metrics.json").write_text('{"fid": 30.1}\n')
+    (repo / ".gitignore").write_text("/data/prepared\n")
+    second = run_stage(repo, "train", params={"epochs": 5})
+
+    key = client().get_run(first).data.tags["ganops.pipeline"]
+    assert client().get_run(second).data.tags["ganops.pipeline"] == key
+    runs = find_pipeline_runs(key, "test")
+    assert [(r["run_id"], r["stage"], r["status"]) for r in runs] == [
+        (first, "pretrain", "FINISHED"), (second, "train", "FINISHED")]
+
+    (repo / "params.yaml").write_text("seed: 42\ntrain:\n  lr: 0.001\n")
+    assert client().get_run(run_stage(repo, "train")).data.tags["ganops.pipeline"] != key
+    assert len(find_pipeline_runs(key, "test")) == 2
+    assert find_pipeline_runs(key, "no-such-experiment") == []
+
+
+def test_pipeline_id_env_var_overrides_the_derived_key(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANOPS_PIPELINE_ID", "ci-build-17")
+    run_id = run_stage(repo)
+    assert client().get_run(run_id).data.tags["ganops.pipeline"] == "ci-build-17"
+    assert [r["run_id"] for r in find_pipeline_runs("ci-build-17", "test")] == [run_id]
+
+
+def test_image_grid_is_logged_as_a_png_of_the_grid_size(repo: Path) -> None:
+    fake = torch.rand(16, 1, 28, 28) * 2 - 1  # (N, C, H, W) in [-1, 1]
+    with stage_run("train", "test", PARAMS, repo, system_metrics=False) as run:
+        run.log_image_grid(fake, key="samples", step=3)
+        run.log_image_grid((torch.rand(5, 3, 32, 32) * 255).to(torch.uint8), key="real", nrow=4)
+
+    pngs = [a.path for a in client().list_artifacts(run.run_id, "images") if a.path.endswith(".png")]
+    assert len(pngs) == 2
+    sample = next(p for p in pngs if "samples+step+3" in p)
+    img = Image.open(client().download_artifacts(run.run_id, sample, str(repo / "dl")))
+    assert img.size == (8 * (28 + 2) + 2, 2 * (28 + 2) + 2)  # (W, H): 8 a row, 2 px padding
+    assert img.mode == "RGB"
+
+
+def test_image_grid_maps_value_ranges_to_uint8() -> None:
+    grid = image_grid(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1), nrow=2, padding=0)  # (H, W, 3)
+    assert grid.shape == (1, 2, 3)
+    assert grid[0, :, 0].tolist() == [0, 255]
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        image_grid(torch.zeros(2, 4, 8, 8))
+
+
+def test_exception_inside_stage_run_leaves_a_failed_run(repo: Path) -> None:
+    with pytest.raises(RuntimeError, match="diverged"):
+        with stage_run("train", "test", PARAMS, repo, system_metrics=False) as run:
+            raise RuntimeError("loss diverged")
+    assert client().get_run(run.run_id).info.status == "FAILED"
+
+
+def test_logging_failure_after_start_warns_and_the_stage_continues(repo: Path) -> None:
+    with pytest.warns(TrackingWarning) as warned:
+        with stage_run("train", "test", PARAMS, repo, system_metrics=False) as run:
+            run.log_artifact(repo / "missing.pt")
+            run.log_metrics({"loss": 0.5}, step=1)
+    assert "log_artifact failed" in str(warned[0].message)
+    assert "1 tracking call(s) failed" in str(warned[-1].message)  # summary at the end
+    got = client().get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.metrics["loss"] == 0.5
+
+
+def test_unreachable_server_fails_fast_before_any_work(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on discard
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is unreachable"):
+        with stage_run("train", "test", PARAMS, repo):
+            pytest.fail("the stage body must not run")
+    assert time.monotonic() - start < 10
+
+
+def test_sqlite_store_in_a_missing_directory_is_unreachable(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/no/such/dir/mlflow.db")
+    with pytest.raises(TrackingError, match="unreachable: directory .* does not exist"):
+        run_stage(repo)
+
+
+def test_default_store_is_mlflow_db_at_the_repo_root(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    (repo / "src").mkdir()
+    monkeypatch.chdir(repo / "src")
+    assert repo_root() == repo.resolve()
+    assert resolve_tracking_uri(repo_root()) == f"sqlite:///{repo.resolve()}/mlflow.db"
+    run_stage(repo_root())
+    assert (repo / "mlflow.db").is_file()
+
+
+def test_outside_git_lineage_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        empty_store: Path) -> None:
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("GANOPS_PIPELINE_ID", raising=False)
+    monkeypatch.chdir(plain)
+    assert repo_root() == plain.resolve()
+    tags = client().get_run(run_stage(plain)).data.tags
+    assert (tags["ganops.git_commit"], tags["ganops.git_dirty"]) == ("unknown", "unknown")
+    assert len(tags["ganops.pipeline"]) == 16
