@@ -86,6 +86,107 @@ class ModelConfig:
                f"must be one of {', '.join(LATENT_DISTS)}, got {self.latent_dist!r}")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Fields every training section shares: where and how fast to run."""
+
+    device: str = "auto"  # auto = cuda if available, else cpu
+    precision: str = "auto"  # auto = bf16 autocast on CPUs with bf16 / CUDA AMP; fp32 = off
+    channels_last: bool = True  # NHWC convolutions: ~2x on CPU oneDNN
+    num_threads: int = 0  # torch intra-op threads; 0 = torch default (all cores)
+
+    def _check_runtime(self) -> None:
+        _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _check(self.precision in PRECISIONS, "precision",
+               f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.num_threads >= 0, "num_threads", f"must be >= 0, got {self.num_threads}")
+
+
+RECON_LOSSES = ("mse", "bce")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(RuntimeConfig):
+    """`pretrain:` — the autoencoder (or VAE) whose weights can initialise G and D."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "mse"  # reconstruction loss on [-1, 1] pixels: mse | bce (on (x+1)/2)
+    variational: bool = False  # VAE: encoder predicts mean and log-variance
+    kl_weight: float = 0.01  # weight of the KL term (VAE only)
+    log_every: int = 50  # steps between MLflow metric points
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_runtime()
+        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        _check(0 < self.lr < 1, "lr", f"must be in (0, 1), got {self.lr}")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
+        _check(self.loss in RECON_LOSSES, "loss", f"must be one of {', '.join(RECON_LOSSES)}, got {self.loss!r}")
+        _check(self.kl_weight >= 0, "kl_weight", f"must be >= 0, got {self.kl_weight}")
+        _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+
+
+GAN_LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")
+DIFFAUG_OPS = ("color", "translation", "cutout")
+
+
+@dataclass(frozen=True)
+class TrainConfig(RuntimeConfig):
+    """`train:` — the adversarial game, its stabilisers, and how often to report/checkpoint."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "bce"  # bce (non-saturating G) | lsgan | hinge | wgan-gp
+    gp_weight: float = 10.0  # gradient penalty weight (wgan-gp only)
+    r1_weight: float = 0.0  # R1 penalty on real images; 0 = off
+    label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing (bce only)
+    d_steps: int = 1  # D updates per G update
+    ema_decay: float = 0.999  # EMA of G's weights; 0 = off (then G itself is shipped)
+    diffaugment: str = ""  # comma list of color, translation, cutout; "" = off
+    init_from_autoencoder: bool = False  # start G (and D's trunk) from the pretrained autoencoder
+    max_steps: int = 0  # stop after this many G steps; 0 = run all epochs
+    log_every: int = 50  # steps between MLflow metric points
+    n_eval: int = 2000  # generated images for the in-training metric (best checkpoint)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_runtime()
+        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        for k in ("g_lr", "d_lr"):
+            _check(0 < getattr(self, k) < 1, k, f"must be in (0, 1), got {getattr(self, k)}")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
+        _check(self.loss in GAN_LOSSES, "loss", f"must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}")
+        _check(self.gp_weight >= 0, "gp_weight", f"must be >= 0, got {self.gp_weight}")
+        _check(self.r1_weight >= 0, "r1_weight", f"must be >= 0, got {self.r1_weight}")
+        _check(0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
+        _check(self.d_steps >= 1, "d_steps", f"must be >= 1, got {self.d_steps}")
+        _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        ops = [o for o in self.diffaugment.split(",") if o.strip()]
+        bad = [o for o in ops if o.strip() not in DIFFAUG_OPS]
+        _check(not bad, "diffaugment", f"unknown op(s) {bad}; use a comma list of {', '.join(DIFFAUG_OPS)}")
+        _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+        _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        _check(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
+
+    @property
+    def diffaugment_ops(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.diffaugment.split(",") if o.strip())
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     """`tracking:` — shared by every stage that logs to MLflow."""
@@ -175,6 +276,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "TrackingConfig", "load_section", "read_params",
+    "ConfigError", "DataConfig", "ModelConfig", "PretrainConfig", "RuntimeConfig", "TrainConfig", "TrackingConfig", "load_section", "read_params",
     "from_dict", "to_dict", "field",
 ]

@@ -1,0 +1,1 @@
+"""Training loops (autoencoder, GAN) and what they share: device, precision, progress."""
