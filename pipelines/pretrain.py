@@ -1,8 +1,64 @@
-"""`ganops pretrain`: not implemented yet; its issue lands it."""
+"""`ganops pretrain`: train the autoencoder (or VAE) whose weights can initialise G and D."""
 
-from pipelines.common import ParamsOpt, not_implemented
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ganops.config import ModelConfig, PretrainConfig, TrackingConfig, load_section
+from ganops.errors import GanopsError
+from pipelines.common import DebugOpt, ParamsOpt, run
 
 
-def main(params: ParamsOpt = "params.yaml") -> None:  # type: ignore[assignment]
-    """(not implemented yet)"""
-    not_implemented("pretrain")
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
+    model_out: Annotated[Path, typer.Option(help="autoencoder checkpoint to write")] = Path(
+        "models/autoencoder.pt"),
+    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/pretrain.json"),
+    plots: Annotated[Path, typer.Option(help="per-epoch losses CSV (DVC plots)")] = Path("plots/pretrain.csv"),
+    debug: DebugOpt = False,
+) -> None:
+    """Train the autoencoder whose weights initialise G and D."""
+
+    def go() -> None:
+        cfg = load_section(params, "pretrain", PretrainConfig)
+        model_cfg = load_section(params, "model", ModelConfig)
+        track = load_section(params, "tracking", TrackingConfig)
+        from ganops.data.prepared import load_split, read_meta
+        from ganops.models import size_plan
+
+        meta = read_meta(data)
+        try:
+            size_plan(meta["image_size"], meta["channels"])
+        except ValueError as e:
+            raise GanopsError(f"{data / 'meta.json'}: {e}") from None
+        train_x, _ = load_split(data, "train")
+        test_x, _ = load_split(data, "test")
+
+        from ganops import tracking
+        from ganops.checkpoint import save_checkpoint
+        from ganops.io import write_csv, write_json
+        from ganops.training.autoencoder import pretrain_autoencoder
+
+        logged = {"pretrain": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
+        with tracking.stage_run("pretrain", track.experiment, logged, tracking.repo_root(), data_meta=meta,
+                                system_metrics=track.system_metrics) as mlrun:
+            res = pretrain_autoencoder(cfg, model_cfg, train_x, test_x, sink=mlrun)
+            config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
+                      "variational": cfg.variational, "data_hash": meta["content_hash"],
+                      "mlflow_run_id": mlrun.run_id}
+            save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config)
+            write_json(metrics, res.metrics)
+            write_csv(plots, res.history)
+            mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
+            mlrun.log_artifact(metrics)
+            mlrun.log_artifact(plots)
+            typer.echo(f"pretrain: test reconstruction loss {res.metrics['test_loss']:.4f} after "
+                       f"{cfg.epochs} epochs ({res.metrics['img_per_s']:.0f} img/s); wrote {model_out}; "
+                       f"MLflow run {mlrun.run_id}")
+
+    run(go, debug)
