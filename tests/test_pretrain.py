@@ -26,7 +26,7 @@ def workspace(tmp_path, monkeypatch):
     """A prepared small dataset and an empty sqlite MLflow store, cwd = tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    idx = write_idx_dataset(tmp_path / "idx", n_train=200, n_test=60)
+    write_idx_dataset(tmp_path / "idx", n_train=200, n_test=60)
     write(tmp_path, {})
     res = runner.invoke(app, ["prepare", "--params", "params.yaml", "--out", "prepared",
                               "--validation", "validation"])
@@ -85,8 +85,13 @@ def test_pretrained_weights_load_into_generator_and_discriminator(workspace):
     assert pretrain(workspace).exit_code == 0
     from ganops.checkpoint import load_checkpoint
     from ganops.config import ModelConfig
-    from ganops.models import (build_autoencoder, build_discriminator, build_generator,
-                               load_autoencoder_into_discriminator, load_autoencoder_into_generator)
+    from ganops.models import (
+        build_autoencoder,
+        build_discriminator,
+        build_generator,
+        load_autoencoder_into_discriminator,
+        load_autoencoder_into_generator,
+    )
 
     state, config = load_checkpoint(workspace / "models/ae.pt", kind="autoencoder")
     cfg = ModelConfig(**config["model"])

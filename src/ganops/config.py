@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -276,6 +276,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "PretrainConfig", "RuntimeConfig", "TrainConfig", "TrackingConfig", "load_section", "read_params",
-    "from_dict", "to_dict", "field",
+    "ConfigError", "DataConfig", "ModelConfig", "PretrainConfig", "RuntimeConfig", "TrainConfig",
+    "TrackingConfig", "load_section", "read_params", "from_dict", "to_dict",
 ]

@@ -12,8 +12,7 @@ import torch
 from ganops import losses
 from ganops.config import ModelConfig, PretrainConfig
 from ganops.models import Autoencoder, build_autoencoder
-from ganops.training.common import (MetricSink, autocast, progress_bar, seed_everything, setup_runtime,
-                                    to_model_input)
+from ganops.training.common import MetricSink, autocast, progress_bar, seed_everything, setup_runtime, to_model_input
 
 N_SHOW = 16  # test images shown beside their reconstructions
 N_INTERP = 10  # steps of each latent interpolation row

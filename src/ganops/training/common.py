@@ -95,8 +95,14 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def progress_bar(total: int, description: str) -> Iterator[Any]:
     """A rich progress bar (ETA, running loss in the description); plain when not a TTY."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
