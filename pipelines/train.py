@@ -1,8 +1,117 @@
-"""`ganops train`: not implemented yet; its issue lands it."""
+"""`ganops train`: adversarial training of the generator (also under torchrun for DDP)."""
 
-from pipelines.common import ParamsOpt, not_implemented
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
+from ganops.errors import GanopsError
+from pipelines.common import DebugOpt, ParamsOpt, run
+
+ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm")
 
 
-def main(params: ParamsOpt = "params.yaml") -> None:  # type: ignore[assignment]
-    """(not implemented yet)"""
-    not_implemented("train")
+def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """The pretrained autoencoder's weights, after checking they fit this G and D."""
+    from ganops.checkpoint import load_checkpoint
+
+    state, config = load_checkpoint(path, kind="autoencoder")
+    for k in ARCH_KEYS:
+        if config["model"].get(k) != getattr(model_cfg, k):
+            raise GanopsError(f"{path}: autoencoder has model.{k}={config['model'].get(k)}, params say "
+                              f"{getattr(model_cfg, k)}; rerun pretrain (dvc repro) or set "
+                              "train.init_from_autoencoder: false")
+    if (config["image_size"], config["channels"]) != (meta["image_size"], meta["channels"]):
+        raise GanopsError(f"{path}: autoencoder is for {config['channels']}×{config['image_size']}² images, "
+                          f"the data is {meta['channels']}×{meta['image_size']}²; rerun pretrain")
+    return dict(state["model"])
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
+    autoencoder: Annotated[Path, typer.Option(help="pretrained autoencoder (for train.init_from_autoencoder)")] = Path(
+        "models/autoencoder.pt"),
+    model_out: Annotated[Path, typer.Option(help="generator to write (EMA G)")] = Path("models/generator.pt"),
+    checkpoints: Annotated[Path, typer.Option(help="directory for last.pt / best.pt")] = Path("checkpoints"),
+    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/train.json"),
+    plots: Annotated[Path, typer.Option(help="training curves CSV (DVC plots)")] = Path("plots/train.csv"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue from <checkpoints>/last.pt")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Adversarial training of the generator."""
+
+    def go() -> None:
+        cfg = load_section(params, "train", TrainConfig)
+        model_cfg = load_section(params, "model", ModelConfig)
+        track = load_section(params, "tracking", TrackingConfig)
+        from ganops.data.prepared import read_meta
+        from ganops.models import size_plan
+
+        meta = read_meta(data)
+        try:
+            size_plan(meta["image_size"], meta["channels"])
+        except ValueError as e:
+            raise GanopsError(f"{data / 'meta.json'}: {e}") from None
+        ae_state = _autoencoder_state(autoencoder, model_cfg, meta) if cfg.init_from_autoencoder else None
+
+        from ganops.training.distributed import cleanup_distributed, init_distributed
+
+        dist = init_distributed(cfg.device)
+        try:
+            _train(cfg, model_cfg, track, meta, ae_state, dist)
+        finally:
+            cleanup_distributed()
+
+    def _train(cfg: TrainConfig, model_cfg: ModelConfig, track: TrackingConfig, meta: dict[str, Any],
+               ae_state: dict[str, Any] | None, dist: Any) -> None:
+        from ganops.data.prepared import load_split
+        from ganops.metrics.pixel import pixel_fd_scorer
+        from ganops.training.gan import train_gan
+
+        train_x, train_y = load_split(data, "train")
+        test_x, _ = load_split(data, "test")
+        k = meta["num_classes"]
+        score_fn = pixel_fd_scorer(test_x, min(cfg.n_eval, len(test_x)), model_cfg.latent_dim,
+                                   model_cfg.latent_dist, k, model_cfg.conditional, cfg.seed) if dist.is_main else None
+        logged = {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
+        if dist.is_main:
+            from ganops import tracking
+
+            ctx: Any = tracking.stage_run("train", track.experiment, logged, tracking.repo_root(),
+                                          data_meta=meta, system_metrics=track.system_metrics)
+        else:
+            ctx = contextlib.nullcontext(None)
+        with ctx as mlrun:
+            from ganops.training.common import NullSink
+
+            res = train_gan(cfg, model_cfg, train_x, train_y, k, checkpoints, mlrun or NullSink(),
+                            ae_state=ae_state, resume=resume, score_fn=score_fn, dist=dist,
+                            log=typer.echo if dist.is_main else (lambda *_: None))
+            if not dist.is_main:
+                return
+            _write_outputs(cfg, model_cfg, meta, res, mlrun, logged)
+
+    def _write_outputs(cfg: TrainConfig, model_cfg: ModelConfig, meta: dict[str, Any], res: Any, mlrun: Any,
+                       logged: dict[str, Any]) -> None:
+        from ganops.checkpoint import save_checkpoint
+        from ganops.io import write_csv, write_json
+
+        config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
+                  "num_classes": meta["num_classes"], "class_names": meta["class_names"],
+                  "data_hash": meta["content_hash"], "ema": cfg.ema_decay > 0, "mlflow_run_id": mlrun.run_id}
+        save_checkpoint(model_out, "generator", {"model": res.generator.state_dict()}, config)
+        write_json(metrics, res.metrics)
+        write_csv(plots, res.history)
+        mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
+        mlrun.log_artifact(metrics)
+        mlrun.log_artifact(plots)
+        typer.echo(f"train: wrote {model_out} ({'EMA ' if cfg.ema_decay else ''}generator); "
+                   f"MLflow run {mlrun.run_id}")
+
+    run(go, debug)

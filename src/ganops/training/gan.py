@@ -1,0 +1,428 @@
+"""Adversarial training: the DCGAN game with EMA, DiffAugment, penalties, DDP and exact resume.
+
+    result = train_gan(cfg, model_cfg, train_x, train_y, num_classes, ckpt_dir, sink)
+    result.generator      # EMA of G (G itself when ema_decay == 0), eval mode
+    result.history        # one row per log point / epoch end: step, epoch, d_loss, g_loss, d_real, d_fake, ...
+    result.metrics        # final figures for metrics/train.json
+
+Pure: takes tensors and configs, reports to a `MetricSink`, writes only `ckpt_dir/{last,best}.pt`.
+Data stays an in-memory uint8 tensor, batches are index tensors from a seeded permutation.
+
+Decisions worth knowing:
+- one G step = d_steps D updates, each on a fresh real batch, then one G update; `step` counts G steps;
+- D with BatchNorm sees real and fake in one batch, in the D step and in the G step alike (see train_step);
+- the per-rank batch is batch_size // world_size (the global batch does not depend on the GPU count);
+- img/s counts real images consumed per second of training steps (not samples/scores/checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ganops import losses, models
+from ganops.config import ModelConfig, TrainConfig
+from ganops.errors import GanopsError
+from ganops.models import Discriminator, Generator, sample_latent
+from ganops.training import common
+from ganops.training.common import MetricSink, autocast
+from ganops.training.diffaugment import diff_augment
+from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
+from ganops.training.ema import EMA
+from ganops.training.state import (
+    STATS,
+    STREAMS,
+    EpochPlan,
+    Position,
+    StepMeter,
+    capture_rng,
+    read_gan_checkpoint,
+    restore_rng,
+    run_config,
+    stream_generator,
+    write_gan_checkpoint,
+)
+
+N_GRID = 64  # fixed-z samples per epoch grid (8×8)
+N_PAIRS, N_INTERP = 8, 10  # interpolation strip: pairs of z, steps between them
+HISTORY_COLUMNS = ["step", "epoch", *STATS, "g_grad_norm", "d_grad_norm", "img_per_s", "score"]
+
+
+class NonFiniteLoss(GanopsError):
+    """A D or G loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+
+
+@dataclass
+class GanResult:
+    generator: Generator  # what to ship: EMA G (or G itself when ema_decay == 0), eval mode
+    raw_generator: Generator  # the trained G (the same object as `generator` when ema_decay == 0)
+    discriminator: Discriminator
+    history: pd.DataFrame  # HISTORY_COLUMNS, one row per log point and per epoch end
+    metrics: dict[str, float]
+
+
+class _Game:
+    """G, D, optimisers, EMA and RNG streams; one training step; (de)serialisation."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, train_y: torch.Tensor,
+                 num_classes: int, device: torch.device, amp: torch.dtype | None, dist: DistInfo) -> None:
+        _, c, h, _ = train_x.shape
+        self.cfg, self.model_cfg, self.device, self.amp = cfg, model_cfg, device, amp
+        self.cond, self.num_classes = model_cfg.conditional, num_classes
+        self.x = train_x.to(device)  # uint8 (N, C, H, W); a no-op on CPU
+        self.y = train_y.to(device)  # (N,)
+        self.G = models.build_generator(model_cfg, h, c, num_classes).to(device)
+        self.D = models.build_discriminator(model_cfg, h, c, num_classes).to(device)
+        if cfg.channels_last:
+            self.G = self.G.to(memory_format=torch.channels_last)
+            self.D = self.D.to(memory_format=torch.channels_last)
+        self.G_train: torch.nn.Module = self.G  # DDP wrappers when distributed
+        self.D_train: torch.nn.Module = self.D
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas, fused=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas, fused=True)
+        self.ema: EMA | None = None
+        self.streams = {name: stream_generator(cfg.seed, name, dist.rank) for name in STREAMS}
+        self.ops = cfg.diffaugment_ops
+        self.real_target = 1.0 - cfg.label_smoothing if cfg.loss == "bce" else 1.0
+        self.d_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
+
+    def init_from_autoencoder(self, ae_state: dict[str, Any], log: Callable[[str], Any]) -> None:
+        try:
+            g_left = models.load_autoencoder_into_generator(self.G, ae_state)
+            d_left = models.load_autoencoder_into_discriminator(self.D, ae_state)
+        except ValueError as e:
+            raise GanopsError(f"init_from_autoencoder: {e}") from None
+        log(f"init from autoencoder: G keys left at init: {', '.join(g_left) or 'none'}; "
+            f"D keys left at init: {', '.join(d_left) or 'none'}")
+
+    def start(self, dist: DistInfo) -> None:
+        """EMA copy of the initialised G; DDP wrappers (built while every parameter trains)."""
+        if self.cfg.ema_decay > 0:
+            self.ema = EMA(self.G, self.cfg.ema_decay)
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # forward_sync_buffers is torch 2.14's name for broadcast_buffers: rank 0's BN stats each forward
+            self.G_train = DDP(self.G.requires_grad_(True), device_ids=ids, forward_sync_buffers=True)
+            self.D_train = DDP(self.D.requires_grad_(True), device_ids=ids, forward_sync_buffers=True)
+
+    def shipped(self) -> Generator:
+        return self.ema.model if self.ema is not None else self.G  # type: ignore[return-value]
+
+    def latent(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z (n, L) and, when conditional, uniformly drawn fake labels (n,), from the latent stream."""
+        gen = self.streams["latent"]
+        z = sample_latent(n, self.model_cfg.latent_dim, self.model_cfg.latent_dist, generator=gen)
+        y = torch.randint(0, self.num_classes, (n,), generator=gen) if self.cond else None
+        return z.to(self.device), (y.to(self.device) if y is not None else None)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.ops, self.streams["augment"]) if self.ops else x
+
+    def train_step(self, batches: list[torch.Tensor], step: int) -> torch.Tensor:
+        """d_steps D updates (one per index batch), then one G update. (4,) STATS, on device."""
+        cfg, amp, dev = self.cfg, self.amp, self.device
+        # (1) update D: maximise log D(x) + log(1 - D(G(z)))  (the bce form; other losses alike)
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        for idx in batches:
+            real = common.to_model_input(self.x[idx], dev, cfg.channels_last)  # (B, C, H, W) in [-1, 1]
+            y_real = self.y[idx] if self.cond else None  # (B,)
+            B = real.size(0)
+            z, y_fake = self.latent(B)
+            with torch.no_grad(), autocast(dev, amp):
+                fake = self.G(z, y_fake)  # (B, C, H, W)
+            # Real and fake in ONE forward: BatchNorm sees one batch, and DDP's buffer broadcast
+            # happens once per backward (two forwards raise an in-place error under DDP).
+            x = self.augment(torch.cat([real, fake.to(real.dtype)]))  # (2B, C, H, W)
+            y = torch.cat([y_real, y_fake]) if y_real is not None and y_fake is not None else None
+            with autocast(dev, amp):
+                logits = self.D_train(x, y).float()  # (2B,)
+                real_logits, fake_logits = logits[:B], logits[B:]
+                loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits, self.real_target)
+                if cfg.loss == "wgan-gp" and cfg.gp_weight > 0:
+                    gp = losses.gradient_penalty(self.D, x[:B], x[B:], y_real, generator=self.streams["latent"])
+                    loss_d = loss_d + cfg.gp_weight * gp
+                if cfg.r1_weight > 0:
+                    loss_d = loss_d + 0.5 * cfg.r1_weight * losses.r1_penalty(self.D, x[:B], y_real)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        # (2) update G: maximise log D(G(z)), with D frozen (no grads into D's weights)
+        self.D.requires_grad_(False)
+        self.G.requires_grad_(True)
+        z, y_fake = self.latent(B)
+        with autocast(dev, amp):
+            fake = self.augment(self.G_train(z, y_fake))  # (B, C, H, W)
+            if self.d_batchnorm:
+                # D's BatchNorm learnt on real+fake batches; a fakes-only batch would be normalised
+                # differently and D would call it real whatever G does. Same mix, grads from the fake half.
+                real_x = x[:B].detach()  # (B, C, H, W) the last D step's (augmented) reals
+                y = torch.cat([y_real, y_fake]) if y_real is not None and y_fake is not None else None
+                fake_logits_g = self.D(torch.cat([real_x, fake.to(real_x.dtype)]), y)[B:]  # (B,)
+            else:
+                fake_logits_g = self.D(fake, y_fake)  # (B,)
+            loss_g = losses.g_loss(cfg.loss, fake_logits_g.float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.G, step)
+        return torch.stack([loss_d.detach(), loss_g.detach(),
+                            real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()])
+
+    def grad_norms(self) -> tuple[float, float]:
+        """‖∇G‖₂, ‖∇D‖₂ of the last update (grads live until the next zero_grad)."""
+        def norm(m: torch.nn.Module) -> float:
+            grads = [p.grad for p in m.parameters() if p.grad is not None]
+            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
+        return norm(self.G), norm(self.D)
+
+    def state(self) -> dict[str, Any]:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"] if state["ema"] is not None else state["G"])
+
+
+@torch.no_grad()
+def _generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Images (n, C, H, W) in [-1, 1] in eval mode, leaving G's mode (and BN stats) as they were."""
+    was = G.training
+    G.eval()
+    out = G(z, y).float()
+    G.train(was)
+    return out
+
+
+def _check_inputs(model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: int) -> None:
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise GanopsError(f"train_gan: images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    if y.shape != (len(x),):
+        raise GanopsError(f"train_gan: labels of shape {tuple(y.shape)} for {len(x)} images")
+    if model_cfg.conditional and (k < 1 or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < k)):
+        raise GanopsError(f"model.conditional: labels must lie in 0..{k - 1} (num_classes {k})")
+
+
+class _Run:
+    """The loop's bookkeeping: position, history, best score, checkpoints and reports."""
+
+    def __init__(self, game: _Game, plan: EpochPlan, cfg: TrainConfig, config: dict[str, Any], ckpt_dir: Path,
+                 sink: MetricSink, log: Callable[[str], Any], score_fn: Callable[[Generator], float] | None,
+                 dist: DistInfo) -> None:
+        self.game, self.plan, self.cfg, self.config, self.dist = game, plan, cfg, config, dist
+        self.sink, self.log, self.score_fn = sink, log, score_fn
+        self.last_path, self.best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+        self.pos = Position()
+        self.saved_step: int | None = None
+        self.best = math.inf
+        self.history: list[dict[str, float]] = []
+        self.last_means: dict[str, float] | None = None  # STATS averaged over the last full epoch
+        self.meter = StepMeter(dist, plan.batch * plan.d_steps * dist.world_size)
+        fixed = stream_generator(cfg.seed, "fixed-samples")  # the same z every epoch and every run
+        lat, dev = game.model_cfg.latent_dim, game.device
+        self.z_grid = sample_latent(N_GRID, lat, game.model_cfg.latent_dist, generator=fixed).to(dev)
+        self.z_pairs = sample_latent(2 * N_PAIRS, lat, game.model_cfg.latent_dist, generator=fixed).to(dev)
+        k = max(game.num_classes, 1)
+        self.y_grid = (torch.arange(N_GRID) % k).to(dev) if game.cond else None
+        self.y_pairs = (torch.arange(N_PAIRS) % k).to(dev) if game.cond else None
+
+    # ---------------------------------------------------------------- checkpoints
+    def resume(self) -> None:
+        state, self.pos, notes = read_gan_checkpoint(self.last_path, self.config)
+        for note in notes:
+            self.log(f"resume: {note} (allowed, but the run is no longer the one checkpointed)")
+        self.game.load(state)
+        # A changed batch_size / d_steps / world size shortens the epoch: a saved position past
+        # its end means that epoch is done.
+        self.pos.epoch_step = min(self.pos.epoch_step, self.plan.steps_per_epoch)
+        self.best, self.history, self.saved_step = state["best_score"], list(state["history"]), self.pos.step
+        rngs, rank = state["rng"], self.dist.rank
+        if rank < len(rngs):
+            restore_rng(rngs[rank], self.game.streams)
+        else:
+            self.log(f"resume: no RNG state for rank {rank} in a {len(rngs)}-rank checkpoint; its streams restart")
+        self.log(f"resume: {self.last_path} at step {self.pos.step} "
+                 f"({self.pos.epochs_done} epochs done, {self.pos.epoch_step} steps into the next)")
+
+    def save(self, is_best: bool) -> None:
+        """Every rank contributes its RNG state; rank 0 writes last.pt (and best.pt); all wait."""
+        game = self.game
+        broadcast_buffers([game.G, game.D, *([game.ema.model] if game.ema else [])], self.dist)
+        rng = gather_objects(capture_rng(game.streams), self.dist)
+        if self.dist.is_main:
+            paths = [self.last_path, self.best_path] if is_best else [self.last_path]
+            write_gan_checkpoint(paths, game.state(), self.pos, self.history, self.best, rng, self.config)
+        self.saved_step = self.pos.step
+        barrier(self.dist)
+
+    def last_good(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint {self.last_path} (step {self.saved_step}) is kept unchanged"
+
+    # ---------------------------------------------------------------- reports
+    def flush(self, epoch: int) -> dict[str, float] | None:
+        """One history row (and sink point) for the steps since the last one; NaN guard."""
+        out = self.meter.flush(self.pos.step)
+        if out is None:
+            return None
+        means, bad = out
+        if bad is not None:
+            step, name, value = bad
+            raise NonFiniteLoss(f"non-finite {name} = {value} at step {step} (epoch {epoch}); training stopped, "
+                                f"{self.last_good()}")
+        g_norm, d_norm = self.game.grad_norms()
+        img_per_s = means.pop("img_per_s")
+        row = {"step": self.pos.step, "epoch": epoch, **means, "g_grad_norm": g_norm, "d_grad_norm": d_norm,
+               "img_per_s": img_per_s, "score": math.nan}
+        self.history.append(row)
+        self.sink.log_metrics({f"train/{k}": v for k, v in row.items() if k not in ("step", "epoch", "score")},
+                              self.pos.step)
+        return row
+
+    def end_epoch(self, epoch: int, seconds: float) -> None:
+        self.flush(epoch)
+        means = self.last_means = self.meter.epoch_means()
+        G, ema, main = self.game.G, self.game.ema, self.dist.is_main
+        if main:
+            self.sink.log_image_grid(_generate(G, self.z_grid, self.y_grid), "samples", step=epoch)
+        if main and ema is not None:
+            self.sink.log_image_grid(_generate(ema.model, self.z_grid, self.y_grid), "samples_ema", step=epoch)
+        score, is_best = math.nan, False
+        if self.score_fn is not None and main:
+            shipped = self.game.shipped()
+            was = shipped.training
+            score = float(self.score_fn(shipped.eval()))
+            shipped.train(was)
+            is_best = score < self.best  # NaN never wins
+            self.best = score if is_best else self.best
+            if self.history and self.history[-1]["step"] == self.pos.step:
+                self.history[-1]["score"] = score
+            self.sink.log_metrics({"epoch/score": score, "epoch/best_score": self.best}, self.pos.step)
+        self.pos.epochs_done, self.pos.epoch_step = epoch, 0
+        self.save(is_best)
+        self.log(f"epoch {epoch}/{self.cfg.epochs} step {self.pos.step}: D {means['d_loss']:.4f} "
+                 f"G {means['g_loss']:.4f} D(x) {means['d_real']:.3f} D(G(z)) {means['d_fake']:.3f}"
+                 + (f" score {score:.4g}{' (best)' if is_best else ''}" if not math.isnan(score) else "")
+                 + f" ({self.plan.steps_per_epoch * self.meter.images_per_step / max(seconds, 1e-9):.0f} img/s,"
+                 f" {seconds:.1f} s)")
+
+    def interpolation(self) -> torch.Tensor:
+        """(N_PAIRS·N_INTERP, C, H, W): straight lines in z between fixed pairs, one row per pair."""
+        a, b = self.z_pairs[:N_PAIRS], self.z_pairs[N_PAIRS:]  # (P, Z) each
+        t = torch.linspace(0, 1, N_INTERP, device=a.device)[None, :, None]  # (1, T, 1)
+        z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(-1, a.shape[1])  # (P·T, Z)
+        y = self.y_pairs.repeat_interleave(N_INTERP) if self.y_pairs is not None else None  # (P·T,)
+        return _generate(self.game.shipped(), z, y)
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, total: int) -> None:
+        cfg, game, plan = self.cfg, self.game, self.plan
+        with common.progress_bar(max(total - self.pos.step, 0), "train") as bar:
+            for epoch in range(self.pos.epochs_done + 1, cfg.epochs + 1):
+                if self.pos.step >= total:
+                    break
+                t0 = time.perf_counter()
+                self.meter.mark = t0
+                batches = plan.epoch(epoch)
+                for i in range(self.pos.epoch_step, plan.steps_per_epoch):
+                    if self.pos.step >= total:
+                        break
+                    self.meter.add(game.train_step(batches[i], self.pos.step))
+                    self.pos.step, self.pos.epoch_step = self.pos.step + 1, i + 1
+                    info = None
+                    if self.pos.step % cfg.log_every == 0:
+                        row = self.flush(epoch)
+                        assert row is not None
+                        info = (f"epoch {epoch} step {self.pos.step} D {row['d_loss']:.3f} G {row['g_loss']:.3f} "
+                                f"D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f}")
+                    bar.advance(1, info=info)
+                if self.pos.epoch_step == plan.steps_per_epoch:
+                    self.end_epoch(epoch, time.perf_counter() - t0)
+        if self.saved_step != self.pos.step:  # the same answer on every rank (save is collective)
+            self.flush(self.pos.epochs_done + 1 if self.pos.epoch_step else self.pos.epochs_done)
+            self.save(is_best=False)  # stopped mid-epoch (max_steps) or nothing to train
+
+    def metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Final figures (for metrics/train.json); values that were never measured are left out, not NaN."""
+        scores = [r["score"] for r in self.history if not math.isnan(r["score"])]
+        m = {"steps": float(self.pos.step), "epochs": float(self.pos.epochs_done), **means,
+             "img_per_s": self.meter.throughput(), "train_seconds": self.meter.train_seconds,
+             **({"score": scores[-1], "best_score": self.best} if scores else {})}
+        return {k: v for k, v in m.items() if math.isfinite(v)}
+
+
+def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, train_y: torch.Tensor,
+              num_classes: int, ckpt_dir: Path, sink: MetricSink, ae_state: dict[str, Any] | None = None,
+              resume: bool = False, score_fn: Callable[[Generator], float] | None = None,
+              dist: DistInfo | None = None, log: Callable[[str], Any] = print) -> GanResult:
+    """Train G and D on uint8 images (N, C, H, W) with int64 labels (N,); see the module docstring.
+
+    `ae_state`: an autoencoder state_dict, loaded into G and D.trunk when cfg.init_from_autoencoder.
+    `resume`: continue from ckpt_dir/last.pt (weights, optimisers, EMA, RNG, position in the epoch).
+    `score_fn(G_eval) -> float`: lower is better; called at each epoch end on rank 0; best.pt tracks it.
+    `dist`: from `init_distributed()`; only rank 0 reports, logs and writes checkpoints.
+    cfg.max_steps counts G steps over the whole run, resumed parts included.
+    Raises GanopsError (bad input, resume problems) and NonFiniteLoss (NaN/inf loss).
+    """
+    dist = dist or DistInfo()
+    if not dist.is_main:
+        sink, log = common.NullSink(), lambda *_: None
+    _check_inputs(model_cfg, train_x, train_y, num_classes)
+    common.seed_everything(cfg.seed)  # model init; the loop itself draws only from its own streams
+    device, amp = common.setup_runtime(cfg)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        game = _Game(cfg, model_cfg, train_x, train_y, num_classes, device, amp, dist)
+    except ValueError as e:
+        raise GanopsError(f"train_gan: {e}") from None
+    plan = EpochPlan(len(train_x), cfg, dist)
+    config = run_config(cfg, model_cfg, tuple(train_x.shape[1:]), num_classes, dist.world_size)
+    run = _Run(game, plan, cfg, config, Path(ckpt_dir), sink, log, score_fn, dist)
+    if not resume and cfg.init_from_autoencoder:
+        if ae_state is None:
+            raise GanopsError("train.init_from_autoencoder is true but no autoencoder weights were given")
+        game.init_from_autoencoder(ae_state, log)
+    game.start(dist)
+    if resume:
+        run.resume()
+    elif dist.is_main:
+        run.best_path.unlink(missing_ok=True)  # fresh run: an older best.pt would mislead
+    total = plan.steps_per_epoch * cfg.epochs
+    total = min(total, cfg.max_steps) if cfg.max_steps else total
+    _, c, h, w = train_x.shape
+    log(f"train: {cfg.loss} GAN on {len(train_x)} images {c}×{h}×{w}, {cfg.epochs} epochs × "
+        f"{plan.steps_per_epoch} steps (batch {plan.batch}/rank × {dist.world_size}, d_steps {cfg.d_steps})"
+        f"{f', max_steps {cfg.max_steps}' if cfg.max_steps else ''}, device {device}, autocast {amp or 'off'}, "
+        f"channels_last {cfg.channels_last}, EMA {cfg.ema_decay or 'off'}, "
+        f"DiffAugment {','.join(cfg.diffaugment_ops) or 'off'}")
+    run.run(total)
+    if run.meter.epoch_n:  # stopped mid-epoch: the partial epoch's means
+        run.last_means = run.meter.epoch_means()
+    means = run.last_means or {k: run.history[-1][k] if run.history else math.nan for k in STATS}
+    if dist.is_main:
+        sink.log_image_grid(run.interpolation(), "interpolation", step=run.pos.epochs_done, nrow=N_INTERP)
+    metrics = run.metrics(means)
+    log(f"train: done, {run.pos.step} steps, {metrics['img_per_s']:.0f} img/s"
+        + (f", best score {run.best:.4g}" if "best_score" in metrics else ""))
+    history = pd.DataFrame(run.history, columns=HISTORY_COLUMNS)
+    return GanResult(generator=game.shipped().eval(), raw_generator=game.G.eval(), discriminator=game.D.eval(),
+                     history=history, metrics=metrics)

@@ -1,0 +1,108 @@
+"""`ganops train` end to end: small real data, real MLflow store, AE initialisation, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from tests.conftest import write_idx_dataset
+
+runner = CliRunner()
+MODEL = {"latent_dim": 16, "g_width": 8, "d_width": 8}
+TRAIN = {"epochs": 2, "batch_size": 32, "log_every": 2, "n_eval": 50, "init_from_autoencoder": True}
+
+
+def write(root: Path, train: dict | None = None, model: dict | None = None) -> None:
+    params = {"seed": 5, "tracking": {"experiment": "t", "system_metrics": False},
+              "data": {"source": "fashion-mnist", "path": str(root / "idx")},
+              "model": {**MODEL, **(model or {})},
+              "pretrain": {"epochs": 1, "batch_size": 32},
+              "train": {**TRAIN, **(train or {})}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    write_idx_dataset(tmp_path / "idx", n_train=160, n_test=60)
+    write(tmp_path)
+    for args in (["prepare", "--out", "prepared", "--validation", "validation"],
+                 ["pretrain", "--data", "prepared", "--model-out", "ae.pt", "--metrics", "pm.json",
+                  "--plots", "pp.csv"]):
+        res = runner.invoke(app, [*args, "--params", "params.yaml"])
+        assert res.exit_code == 0, res.output
+    return tmp_path
+
+
+def train(*extra: str):
+    return runner.invoke(app, ["train", "--params", "params.yaml", "--data", "prepared", "--autoencoder", "ae.pt",
+                               "--model-out", "gen.pt", "--checkpoints", "ckpt", "--metrics", "train.json",
+                               "--plots", "train.csv", *extra])
+
+
+def test_train_writes_generator_checkpoints_metrics_and_mlflow_run(workspace):
+    res = train()
+    assert res.exit_code == 0, res.output
+    ckpt = torch.load(workspace / "gen.pt", weights_only=True)
+    assert ckpt["kind"] == "generator"
+    config = json.loads(ckpt["config"])
+    assert config["ema"] is True and config["image_size"] == 28 and config["num_classes"] == 10
+    assert (workspace / "ckpt/last.pt").is_file() and (workspace / "ckpt/best.pt").is_file()
+    metrics = json.loads((workspace / "train.json").read_text())
+    assert metrics["steps"] == 2 * (160 // 32) and metrics["img_per_s"] > 0
+    for k in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert k in metrics
+    curves = pd.read_csv(workspace / "train.csv")
+    assert {"step", "epoch", "d_loss", "g_loss", "d_real", "d_fake"} <= set(curves.columns)
+
+    client = MlflowClient(f"sqlite:///{workspace}/mlflow.db")
+    exp = client.get_experiment_by_name("t")
+    runs = {r.data.tags["ganops.stage"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"pretrain", "train"}
+    assert runs["train"].data.tags["ganops.pipeline"] == runs["pretrain"].data.tags["ganops.pipeline"]
+    r = runs["train"]
+    assert r.data.params["train.init_from_autoencoder"] == "True"
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert any(key in m for m in r.data.metrics), (key, r.data.metrics)
+    images = [f.path for f in client.list_artifacts(r.info.run_id, "images")]
+    assert any("ema" in p.lower() for p in images), images
+    assert any("interpolation" in p for p in images), images
+
+
+def test_resume_continues_from_last_checkpoint(workspace):
+    write(workspace, {"epochs": 1})
+    assert train().exit_code == 0
+    write(workspace, {"epochs": 2})
+    res = train("--resume")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((workspace / "train.json").read_text())
+    assert metrics["steps"] == 2 * (160 // 32)
+
+
+def test_autoencoder_of_another_architecture_is_refused(workspace):
+    write(workspace, model={"latent_dim": 32})
+    res = train()
+    assert res.exit_code == 2
+    assert "ae.pt" in res.output and "model.latent_dim=16" in res.output, res.output
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"loss": "wasserstein"}, "train.loss: must be one of"),
+    ({"d_steps": 0}, "train.d_steps: must be >= 1"),
+    ({"diffaugment": "rotate"}, "train.diffaugment: unknown op"),
+    ({"ema_decay": 1.5}, "train.ema_decay: must be in [0, 1)"),
+])
+def test_bad_train_params_fail_before_any_work(workspace, bad, needle):
+    write(workspace, bad)
+    res = train()
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert not (workspace / "gen.pt").exists() and not (workspace / "ckpt").exists()
