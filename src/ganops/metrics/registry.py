@@ -1,0 +1,162 @@
+"""Metrics named by their protocol, stylegan2-ada style: `fid10k` = FID of 10 000 generated images.
+
+A metric kind is one registered function (`fid`, `kid`, `pr`); a metric name is kind + N, where N
+is the number of generated images it uses (`fid10k`, `kid5k`, `fid2500`). FID is biased upward
+at small N by more than most model differences, so a number is comparable only to numbers with
+the same name *and* the same reference; `compute_metrics` therefore returns every result with its
+protocol (network, resize, n_gen, n_ref, reference split and hash).
+
+    ref = reference_stats(test_images, split="test", source_hash=meta["content_hash"])
+    ref.save("stats/ref_test.safetensors")
+    out = compute_metrics(["fid10k", "kid10k"], extract_features(stream, total=10_000), ref)
+    flatten(out)  # {"fid10k": 23.4, "kid10k": 0.012, "kid10k_std": 0.0008}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ganops.errors import GanopsError
+from ganops.metrics import fid as fm
+from ganops.metrics.inception import (
+    DEFAULT_BATCH_SIZE,
+    NETWORK,
+    NETWORK_SHA1,
+    RESIZE,
+    ImageSource,
+    ProgressFn,
+    extract_features,
+    protocol,
+)
+
+STANDARD_N = (10_000, 5_000, 2_000)
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+PR_K = 3
+
+
+@dataclass(frozen=True)
+class MetricOpts:
+    """What a metric function sees: `name` (e.g. "kid10k"), gen_feats (n, D) already cut to n, the reference."""
+
+    name: str
+    gen_feats: np.ndarray
+    ref: fm.FeatureStats
+    seed: int = 0
+
+
+MetricFn = Callable[[MetricOpts], dict[str, Any]]
+_metrics: dict[str, MetricFn] = {}
+
+
+def register_metric(fn: MetricFn) -> MetricFn:
+    """Register a metric kind under its function name; it returns {result key: value} for `opts.name`."""
+    _metrics[fn.__name__] = fn
+    return fn
+
+
+def _ref_features(opts: MetricOpts) -> np.ndarray:
+    if opts.ref.features is None:
+        raise GanopsError(f"{opts.name} needs the reference features, not only their moments; "
+                          "compute the reference with keep_features=True")
+    return opts.ref.features
+
+
+@register_metric
+def fid(opts: MetricOpts) -> dict[str, Any]:
+    """Fréchet distance between the generated features' Gaussian and the reference's."""
+    gen = fm.FeatureStats.from_features(opts.gen_feats)
+    return {opts.name: fm.frechet_distance(gen, opts.ref)}
+
+
+@register_metric
+def kid(opts: MetricOpts) -> dict[str, Any]:
+    """KID mean and std over 100 subsets of min(1000, n_gen, n_ref); unbiased at any N."""
+    mean, std = fm.kid(_ref_features(opts), opts.gen_feats, KID_SUBSETS, KID_SUBSET_SIZE, opts.seed)
+    return {opts.name: mean, f"{opts.name}_std": std}
+
+
+@register_metric
+def pr(opts: MetricOpts) -> dict[str, Any]:
+    """Improved precision/recall with k = 3 nearest neighbours (stylegan2-ada's pr50k3 uses the same k)."""
+    precision, recall = fm.precision_recall(_ref_features(opts), opts.gen_feats, k=PR_K)
+    return {f"{opts.name}_precision": precision, f"{opts.name}_recall": recall}
+
+
+def metric_name(kind: str, n: int) -> str:
+    """("fid", 10000) → "fid10k"; ("fid", 2500) → "fid2500"."""
+    return f"{kind}{n // 1000}k" if n % 1000 == 0 else f"{kind}{n}"
+
+
+def parse_metric_name(name: str) -> tuple[str, int]:
+    """"fid10k" → ("fid", 10000); a clear error for unknown kinds or malformed names."""
+    m = re.fullmatch(r"([a-z]+?)(\d+)(k?)", name)
+    if m is None or m.group(1) not in _metrics or int(m.group(2)) == 0:
+        raise GanopsError(f"unknown metric {name!r}; expected <kind><N>[k] with kind in {sorted(_metrics)}, "
+                          f"e.g. {', '.join(list_metrics()[:3])}")
+    return m.group(1), int(m.group(2)) * (1000 if m.group(3) else 1)
+
+
+def list_metrics() -> list[str]:
+    """The standard names: every registered kind at N = 10k, 5k, 2k (any other N parses too)."""
+    return [metric_name(kind, n) for kind in _metrics for n in STANDARD_N]
+
+
+def check_reference(ref: fm.FeatureStats) -> None:
+    """Refuse reference statistics made by another network or resize (their numbers are not comparable)."""
+    for key, want in (("network_sha1", NETWORK_SHA1), ("resize", RESIZE)):
+        if ref.meta.get(key) != want:
+            raise GanopsError(f"reference statistics made with {key}={ref.meta.get(key)!r}, this protocol "
+                              f"uses {want!r}; recompute them with reference_stats()")
+
+
+def compute_metrics(names: Iterable[str], gen_feats: np.ndarray, ref: fm.FeatureStats,
+                    seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Evaluate metrics on generated features (N, D) against a reference; N must be >= each metric's n.
+
+    Returns {name: {"results": {key: float}, "protocol": {...}}}; each metric uses the first n
+    generated features. Deterministic for fixed inputs and seed (no timings inside, so the
+    output can be a DVC metrics file).
+    """
+    check_reference(ref)
+    gen_feats = np.asarray(gen_feats)
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        kind, n = parse_metric_name(name)
+        if len(gen_feats) < n:
+            raise GanopsError(f"{name} needs {n} generated images, got features of {len(gen_feats)}")
+        results = _metrics[kind](MetricOpts(name=name, gen_feats=gen_feats[:n], ref=ref, seed=seed))
+        proto: dict[str, Any] = {
+            "kind": kind, "network": NETWORK, "resize": RESIZE, "n_gen": n, "n_ref": ref.n,
+            "ref_split": ref.meta.get("split"), "ref_source_hash": ref.meta.get("source_hash"),
+        }
+        if kind == "kid":
+            proto |= {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, ref.n), "seed": seed}
+        if kind == "pr":
+            proto |= {"k": PR_K}
+        out[name] = {"results": {k: float(v) for k, v in results.items()}, "protocol": proto}
+    return out
+
+
+def flatten(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """{"fid10k": {"results": {"fid10k": 23.4}, ...}} → {"fid10k": 23.4}: for MLflow / DVC metrics."""
+    return {k: v for entry in metrics.values() for k, v in entry["results"].items()}
+
+
+def reference_stats(images: ImageSource, *, split: str, source_hash: str, keep_features: bool = True,
+                    batch_size: int = DEFAULT_BATCH_SIZE, progress: ProgressFn | None = None,
+                    total: int | None = None) -> fm.FeatureStats:
+    """Features and moments of real images uint8 (N, C, H, W), tagged with the protocol and data version.
+
+    Features are kept (as float32: the network's own precision, so lossless) for KID and P/R.
+    """
+    feats = extract_features(images, batch_size=batch_size, progress=progress, total=total)  # (N, 2048)
+    meta = {**protocol(), "split": split, "source_hash": source_hash}
+    stats = fm.FeatureStats.from_features(feats, meta=meta)
+    if keep_features:
+        stats = fm.FeatureStats(stats.mu, stats.sigma, stats.n, stats.meta, feats.astype(np.float32))
+    return stats
