@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -29,6 +29,19 @@ def run(fn: Callable[[], T], debug: bool = False) -> T:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def prepared_meta(data: Path) -> dict[str, Any]:
+    """The prepared data's meta.json, refused early if the networks cannot take its image size."""
+    from ganops.data.prepared import read_meta
+    from ganops.models import size_plan
+
+    meta = read_meta(data)
+    try:
+        size_plan(meta["image_size"], meta["channels"])
+    except ValueError as e:
+        raise GanopsError(f"{data / 'meta.json'}: {e}") from None
+    return meta
 
 
 def not_implemented(stage: str) -> None:

@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from ganops.config import ModelConfig, PretrainConfig, TrackingConfig, load_section
-from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, run
+from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
 
 
 def main(
@@ -28,14 +27,9 @@ def main(
         cfg = load_section(params, "pretrain", PretrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        from ganops.data.prepared import load_split, read_meta
-        from ganops.models import size_plan
+        from ganops.data.prepared import load_split
 
-        meta = read_meta(data)
-        try:
-            size_plan(meta["image_size"], meta["channels"])
-        except ValueError as e:
-            raise GanopsError(f"{data / 'meta.json'}: {e}") from None
+        meta = prepared_meta(data)
         train_x, _ = load_split(data, "train")
         test_x, _ = load_split(data, "test")
 

@@ -11,7 +11,7 @@ import typer
 
 from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, run
+from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
 
 ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm")
 
@@ -50,14 +50,7 @@ def main(
         cfg = load_section(params, "train", TrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        from ganops.data.prepared import read_meta
-        from ganops.models import size_plan
-
-        meta = read_meta(data)
-        try:
-            size_plan(meta["image_size"], meta["channels"])
-        except ValueError as e:
-            raise GanopsError(f"{data / 'meta.json'}: {e}") from None
+        meta = prepared_meta(data)
         ae_state = _autoencoder_state(autoencoder, model_cfg, meta) if cfg.init_from_autoencoder else None
 
         from ganops.training.distributed import cleanup_distributed, init_distributed

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ganops.errors import GanopsError
+from ganops.io import atomic_file
 
 FORMAT = "ganops-checkpoint"
 VERSION = 1
@@ -55,21 +54,11 @@ def digest(obj: Any) -> str:
 def save_checkpoint(path: str | Path, kind: str, state: dict[str, Any], config: dict[str, Any]) -> Path:
     """Atomically write `state` (tensors/state_dicts/numbers) with `config` as JSON."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps(config, sort_keys=True, default=str)
     body = {"kind": kind, "config": config_json, "state": state}
     payload = {"format": FORMAT, "version": VERSION, **body, "digest": digest(body)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
 
 
