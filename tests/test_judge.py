@@ -1,6 +1,6 @@
 """ganops.metrics.judge: the classifier that judges generated samples — training, checkpoint, coverage, judge FID.
 
-Trained on a 3 000-image subset of the prepared Fashion-MNIST train split for one epoch (a few seconds).
+Trained on a 3 000-image subset of the real Fashion-MNIST train split for one epoch (a few seconds).
 """
 
 from __future__ import annotations
@@ -25,24 +25,23 @@ from ganops.metrics.judge import (
     save_judge,
     train_judge,
 )
+from tests.conftest import DEBIAN_FASHION
 
-PREPARED = Path(__file__).resolve().parents[1] / "data" / "prepared"
 NAMES = [f"class{k}" for k in range(10)]
 CPU = RuntimeConfig(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def fashion() -> dict[str, torch.Tensor]:
-    """3 000 train and 1 000 test images of the real prepared Fashion-MNIST."""
-    if not (PREPARED / "train.safetensors").is_file() or not (PREPARED / "test.safetensors").is_file():
-        pytest.skip(f"{PREPARED} has no prepared data (run `dvc repro prepare`)")
-    from ganops.data.prepared import load_split
+    """3 000 train and 1 000 test images of the real Fashion-MNIST (Debian's IDX files)."""
+    if not DEBIAN_FASHION.is_dir():
+        pytest.skip(f"{DEBIAN_FASHION} missing (apt-get install dataset-fashion-mnist; setup.sh does)")
+    from ganops.data.sources import load_idx_dir
 
-    x, y = load_split(PREPARED, "train")
-    tx, ty = load_split(PREPARED, "test")
-    if x.shape[1:] != (1, 28, 28):
-        pytest.skip(f"{PREPARED} holds {tuple(x.shape[1:])} images, not Fashion-MNIST 1×28×28")
-    return {"x": x[:3000], "y": y[:3000], "tx": tx[:1000], "ty": ty[:1000]}
+    ds = load_idx_dir(DEBIAN_FASHION, "fashion-mnist")
+    t = torch.from_numpy
+    return {"x": t(ds.train_images[:3000].copy()), "y": t(ds.train_labels[:3000].copy()),
+            "tx": t(ds.test_images[:1000].copy()), "ty": t(ds.test_labels[:1000].copy())}
 
 
 @pytest.fixture(scope="module")
