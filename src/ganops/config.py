@@ -270,12 +270,7 @@ def load_section(path: str | Path, section: str, cls: type[T]) -> T:
     return from_dict(cls, values, f"{path}: {section}")
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A flat dict of a config dataclass (for logging and checkpoint JSON)."""
-    return dataclasses.asdict(cfg)
-
-
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "PretrainConfig", "RuntimeConfig", "TrainConfig",
-    "TrackingConfig", "load_section", "read_params", "from_dict", "to_dict",
+    "TrackingConfig", "load_section", "read_params", "from_dict",
 ]
