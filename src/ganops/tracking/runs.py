@@ -1,195 +1,42 @@
-"""MLflow tracking for ganops stages — the only module that imports mlflow.
+"""One MLflow run per stage execution: lineage tags, params, metrics, images and artifacts.
 
-A stage command wraps its work in one run:
-
-    with stage_run("pretrain", cfg.experiment, params, repo_root()) as run:
-        for epoch in ...:
-            run.log_metrics({"loss/recon": loss}, step=epoch)
-        run.log_image_grid(samples, key="samples", step=epoch)
-
-Starting is fail-fast: an unreachable store raises `TrackingError` before any work.
-After the start, logging never crashes training: a failed call warns once and the
-stage goes on (a slow failure also pauses tracking for a while so a dying server
-cannot stall every step). Lineage tags (git, params, data, pipeline key) come from
-`ganops.lineage`; MLflow is imported lazily, so `import ganops` stays light.
+After the start, logging never crashes training: a failed call warns once and the stage goes on
+(a slow failure also pauses tracking for a while so a dying server cannot stall every step).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
-import re
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ganops.errors import GanopsError
 from ganops.lineage import git_commit, git_dirty, params_hash, pipeline_key, repo_root, to_jsonable
+from ganops.tracking.store import (
+    TrackingError,
+    TrackingWarning,
+    _client,
+    _mlflow,
+    _reason,
+    check_store,
+    get_or_create_experiment,
+    resolve_tracking_uri,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     import torch
-    from mlflow import MlflowClient
-
-__all__ = [
-    "StageRun", "TrackingError", "TrackingWarning", "check_store", "find_pipeline_runs",
-    "flatten_params", "get_or_create_experiment", "image_grid", "lineage_tags", "repo_root",
-    "resolve_tracking_uri", "stage_run",
-]
 
 TAG_STAGE, TAG_COMMIT, TAG_DIRTY = "ganops.stage", "ganops.git_commit", "ganops.git_dirty"
 TAG_DATA, TAG_PARAMS, TAG_PIPELINE = "ganops.data_hash", "ganops.params_hash", "ganops.pipeline"
 
-PARAM_VALUE_LIMIT = 500  # the historical MLflow limit; full params go to params.json too
-PROBE_TIMEOUT_S = 5  # http store probe: connect + read
-STORE_TIMEOUT_S = 20.0  # database stores (first sqlite use creates tables, ~2 s)
 SLOW_FAILURE_S = 2.0  # a logging call that failed after this long pauses tracking...
 PAUSE_S = 60.0  # ...for this long, so a dead server costs one stall, not one per step
-
-# A dying server should cost seconds, not MLflow's default ~4 min retry loop per call.
-_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "🏃 View run ..." lines
-    "MLFLOW_DISABLE_TELEMETRY": "true",  # usage pings stall or fail on offline runners
-}
-
-
-class TrackingError(GanopsError):
-    """The tracking store cannot be used; the message names the URI and the reason."""
-
-
-class TrackingWarning(UserWarning):
-    """A logging call failed after the run started; the stage carried on."""
-
-
-def _mlflow() -> Any:
-    """Import mlflow with ganops' quiet defaults (user-set environment variables win)."""
-    for key, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    quiet = "MLFLOW_LOGGING_LEVEL" not in os.environ
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read once, at mlflow import
-    import mlflow
-
-    if quiet:  # mlflow may have been imported before us
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-    return mlflow
-
-
-def _client(uri: str) -> MlflowClient:
-    return _mlflow().MlflowClient(tracking_uri=uri)
-
-
-def _reason(exc: BaseException) -> str:
-    """One readable line out of MLflow/requests/sqlalchemy error text."""
-    text = str(exc).strip()
-    if m := re.search(r"\[Errno -?\d+\] ([^'\")]+)", text):
-        return m.group(1).strip()
-    if "timed out" in text.lower():
-        return "no answer (timed out)"
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def resolve_tracking_uri(repo_root: Path) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<abs repo_root>/mlflow.db`."""
-    if env := os.environ.get("MLFLOW_TRACKING_URI", "").strip():
-        return env
-    return f"sqlite:///{Path(repo_root).resolve() / 'mlflow.db'}"
-
-
-def _within(seconds: float, fn: Callable[[], Any]) -> None:
-    """Run fn in a daemon thread; raise its error, or TimeoutError after `seconds`."""
-    errors: list[Exception] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except Exception as e:  # re-raised in the caller's thread
-            errors.append(e)
-
-    worker = threading.Thread(target=target, name="ganops-store-probe", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise TimeoutError(f"no answer within {seconds:g} s")
-    if errors:
-        raise errors[0]
-
-
-def _probe_http(uri: str) -> None:
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-
-    endpoint = "/api/2.0/mlflow/experiments/search"
-    resp = http_request(get_default_host_creds(uri), endpoint, "GET", max_retries=0, backoff_factor=0,
-                        timeout=PROBE_TIMEOUT_S, raise_on_status=False, params={"max_results": 1})
-    if resp.status_code in (401, 403):
-        raise PermissionError(f"HTTP {resp.status_code}, credentials rejected "
-                              "(MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN)")
-    if resp.status_code != 200:
-        raise ConnectionError(f"HTTP {resp.status_code} from {endpoint} (is this an MLflow server?)")
-
-
-def _check_sqlite_path(uri: str) -> None:
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0] if uri.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
-        return
-    db = Path(path)
-    if not db.parent.is_dir():
-        raise FileNotFoundError(f"directory {db.parent} does not exist")
-    if not os.access(db.parent, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
-        raise PermissionError(f"{db if db.exists() else db.parent} is not writable")
-
-
-def check_store(uri: str) -> None:
-    """Raise `TrackingError` within seconds if the tracking store at `uri` cannot be used."""
-    _mlflow()
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
-    try:
-        if scheme in ("http", "https"):
-            _probe_http(uri)  # one short request instead of MLflow's retry loop
-        else:
-            if scheme == "sqlite":
-                _check_sqlite_path(uri)  # sqlite would only say "unable to open database file"
-            _within(STORE_TIMEOUT_S, lambda: _client(uri).search_experiments(max_results=1))
-    except Exception as e:
-        raise TrackingError(f"MLflow tracking store {uri} is unreachable: {_reason(e)}") from e
-
-
-def get_or_create_experiment(name: str, repo_root: Path, tracking_uri: str | None = None) -> str:
-    """Id of experiment `name`, created if missing.
-
-    On a sqlite store its artifacts live in `<repo_root>/mlartifacts/<name>` (gitignored),
-    not in MLflow's cwd-dependent `./mlruns`; on a server, the server decides.
-    """
-    from mlflow.exceptions import MlflowException
-
-    uri = tracking_uri or resolve_tracking_uri(repo_root)
-    client = _client(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        location = None
-        if uri.startswith("sqlite:"):
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "default"
-            location = (Path(repo_root).resolve() / "mlartifacts" / safe).as_uri()
-        try:
-            return str(client.create_experiment(name, artifact_location=location))
-        except MlflowException:  # another stage process may have created it meanwhile
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {name!r} is deleted: restore it "
-                            f"(mlflow experiments restore --experiment-id {exp.experiment_id}) "
-                            "or set another tracking.experiment")
-    return str(exp.experiment_id)
+PARAM_VALUE_LIMIT = 500  # the historical MLflow limit; full params go to params.json too
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

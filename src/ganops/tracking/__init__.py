@@ -1,0 +1,49 @@
+"""MLflow tracking for ganops stages — the only package that imports mlflow.
+
+A stage command wraps its work in one run:
+
+    with stage_run("pretrain", cfg.experiment, params, repo_root()) as run:
+        for epoch in ...:
+            run.log_metrics({"loss/recon": loss}, step=epoch)
+        run.log_image_grid(samples, key="samples", step=epoch)
+
+Starting is fail-fast: an unreachable store raises `TrackingError` before any work.
+After the start, logging never crashes training: a failed call warns once and the
+stage goes on (a slow failure also pauses tracking for a while so a dying server
+cannot stall every step). Lineage tags (git, params, data, pipeline key) come from
+`ganops.lineage`; MLflow is imported lazily, so `import ganops` stays light.
+
+Modules: `store` (URI, reachability, experiment), `runs` (one run per stage), `registry`
+(generator versions in the model registry) and `generator_model` (the pyfunc model code MLflow
+loads; pickle-free).
+"""
+
+from ganops.lineage import repo_root
+from ganops.tracking.runs import (
+    TAG_COMMIT,
+    TAG_DATA,
+    TAG_DIRTY,
+    TAG_PARAMS,
+    TAG_PIPELINE,
+    TAG_STAGE,
+    StageRun,
+    find_pipeline_runs,
+    flatten_params,
+    image_grid,
+    lineage_tags,
+    stage_run,
+)
+from ganops.tracking.store import (
+    TrackingError,
+    TrackingWarning,
+    check_store,
+    get_or_create_experiment,
+    resolve_tracking_uri,
+)
+
+__all__ = [
+    "TAG_COMMIT", "TAG_DATA", "TAG_DIRTY", "TAG_PARAMS", "TAG_PIPELINE", "TAG_STAGE",
+    "StageRun", "TrackingError", "TrackingWarning", "check_store", "find_pipeline_runs",
+    "flatten_params", "get_or_create_experiment", "image_grid", "lineage_tags", "repo_root",
+    "resolve_tracking_uri", "stage_run",
+]
