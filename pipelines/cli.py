@@ -2,7 +2,7 @@
 
 import typer
 
-from pipelines import evaluate, prepare, pretrain, promote, sample, train
+from pipelines import evaluate, floor, judge, prepare, pretrain, promote, reference, sample, train
 
 app = typer.Typer(
     name="ganops",
@@ -14,6 +14,9 @@ app = typer.Typer(
 app.command("prepare", help="Read, validate (Great Expectations) and write the dataset.")(prepare.main)
 app.command("pretrain", help="Train the autoencoder whose weights initialise G and D.")(pretrain.main)
 app.command("train", help="Adversarial training of the generator.")(train.main)
+app.command("judge", help="Train the judge classifier (class coverage, judge FID).")(judge.main)
+app.command("reference", help="Inception statistics of the test split (the FID reference).")(reference.main)
+app.command("floor", help="Real-data floor: FID/KID of N training images vs the test split.")(floor.main)
 app.command("evaluate", help="FID/KID of the generator; register it in MLflow.")(evaluate.main)
 app.command("promote", help="Move the `champion` alias if the candidate passes the FID gate.")(promote.main)
 app.command("sample", help="Draw images from a generator.")(sample.main)

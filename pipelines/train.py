@@ -39,6 +39,8 @@ def main(
         "models/autoencoder.pt"),
     model_out: Annotated[Path, typer.Option(help="generator to write (EMA G)")] = Path("models/generator.pt"),
     checkpoints: Annotated[Path, typer.Option(help="directory for last.pt / best.pt")] = Path("checkpoints"),
+    judge: Annotated[Path | None, typer.Option(help="judge checkpoint: its FID scores each epoch (picks best.pt); "
+                                                    "without it a pixel-space FD does")] = None,
     metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/train.json"),
     plots: Annotated[Path, typer.Option(help="training curves CSV (DVC plots)")] = Path("plots/train.csv"),
     resume: Annotated[bool, typer.Option("--resume", help="continue from <checkpoints>/last.pt")] = False,
@@ -64,15 +66,14 @@ def main(
     def _train(cfg: TrainConfig, model_cfg: ModelConfig, track: TrackingConfig, meta: dict[str, Any],
                ae_state: dict[str, Any] | None, dist: Any) -> None:
         from ganops.data.prepared import load_split
-        from ganops.metrics.pixel import pixel_fd_scorer
         from ganops.training.gan import train_gan
 
         train_x, train_y = load_split(data, "train")
         test_x, _ = load_split(data, "test")
         k = meta["num_classes"]
-        score_fn = pixel_fd_scorer(test_x, min(cfg.n_eval, len(test_x)), model_cfg.latent_dim,
-                                   model_cfg.latent_dist, k, model_cfg.conditional, cfg.seed) if dist.is_main else None
-        logged = {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
+        score_fn = _score_fn(cfg, model_cfg, test_x, k, meta) if dist.is_main else None
+        logged = {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg),
+                  "score": "judge-fid" if judge is not None else "pixel-fd"}
         if dist.is_main:
             from ganops import tracking
 
@@ -89,6 +90,21 @@ def main(
             if not dist.is_main:
                 return
             _write_outputs(cfg, model_cfg, meta, res, mlrun, logged)
+
+    def _score_fn(cfg: TrainConfig, model_cfg: ModelConfig, test_x: Any, k: int, meta: dict[str, Any]) -> Any:
+        """Judge FID of n_eval samples vs the test split (pixel FD without a judge), lower is better."""
+        n = min(cfg.n_eval, len(test_x))
+        args = (n, model_cfg.latent_dim, model_cfg.latent_dist, k, model_cfg.conditional, cfg.seed)
+        if judge is None:
+            from ganops.metrics.pixel import pixel_fd_scorer
+
+            return pixel_fd_scorer(test_x, *args)
+        from ganops.metrics.judge import judge_score_fn, load_judge
+
+        net = load_judge(judge)
+        if net.meta.get("data_hash") != meta["content_hash"]:
+            raise GanopsError(f"{judge}: judge was trained on other data; rerun `dvc repro judge`")
+        return judge_score_fn(net, test_x, *args)
 
     def _write_outputs(cfg: TrainConfig, model_cfg: ModelConfig, meta: dict[str, Any], res: Any, mlrun: Any,
                        logged: dict[str, Any]) -> None:

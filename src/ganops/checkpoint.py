@@ -62,7 +62,7 @@ def save_checkpoint(path: str | Path, kind: str, state: dict[str, Any], config: 
     return path
 
 
-def load_checkpoint(path: str | Path, kind: str | None = None,
+def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None,
                     map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, config) of a checkpoint; CheckpointError if it is not intact."""
     path = Path(path)
@@ -81,6 +81,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None,
     body = {k: payload.get(k) for k in ("kind", "config", "state")}
     if digest(body) != payload.get("digest"):
         raise CheckpointError(f"{path}: checkpoint content does not match its digest (file altered or corrupt)")
-    if kind is not None and body["kind"] != kind:
-        raise CheckpointError(f"{path}: holds a {body['kind']!r} checkpoint, expected {kind!r}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and body["kind"] not in kinds:
+        raise CheckpointError(f"{path}: holds a {body['kind']!r} checkpoint, expected {' or '.join(map(repr, kinds))}")
     return body["state"], json.loads(body["config"])

@@ -188,6 +188,68 @@ class TrainConfig(RuntimeConfig):
 
 
 @dataclass(frozen=True)
+class JudgeConfig(RuntimeConfig):
+    """`judge:` — the small classifier that scores generated samples (coverage, judge FID)."""
+
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 3e-3  # peak of the one-cycle schedule
+    width: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_runtime()
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        _check(0 < self.lr < 1, "lr", f"must be in (0, 1), got {self.lr}")
+        _check(self.width >= 1, "width", f"must be >= 1, got {self.width}")
+
+
+METRIC_KINDS = ("fid", "kid", "pr")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`evaluate:` — the standard metrics of the shipped generator, its floor, and its registration."""
+
+    num_samples: int = 10_000  # N generated (and N train images for the floor): names fid10k, kid10k
+    metrics: tuple[str, ...] = ("fid", "kid")  # kinds; add "pr" for precision/recall
+    batch_size: int = 8  # Inception batch: 8 is fastest on a 2-core CPU (benchmarks/bench_inception.py)
+    judge_samples: int = 10_000  # samples the judge labels for class coverage and judge FID
+    grid_size: int = 64  # images in the logged sample grid (per class: grid_size // K each)
+    register: bool = True  # log + register the generator in the MLflow model registry
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples >= 2, "num_samples", f"must be >= 2, got {self.num_samples}")
+        bad = sorted(set(self.metrics) - set(METRIC_KINDS))
+        _check(not bad and bool(self.metrics), "metrics",
+               f"must be a non-empty list of {', '.join(METRIC_KINDS)}, got {list(self.metrics)}")
+        _check("fid" in self.metrics, "metrics", "must include fid (the gate and the floor are FID)")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.judge_samples >= 2, "judge_samples", f"must be >= 2, got {self.judge_samples}")
+        _check(self.grid_size >= 1, "grid_size", f"must be >= 1, got {self.grid_size}")
+        _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """`promote:` — the registered model's name and the FID gate that moves its `champion` alias."""
+
+    model_name: str = "ganops-generator"
+    max_fid: float = 60.0  # the candidate's FID (at evaluate.num_samples) must be at most this
+    min_improvement: float = 0.5  # ...and, with a champion, lower than the champion's by more than this
+    kid_sigmas: float = 1.0  # ...and its KID lower by more than this many combined KID subset stds
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model_name.strip()), "model_name", "must not be empty")
+        _check(self.max_fid > 0, "max_fid", f"must be > 0, got {self.max_fid}")
+        _check(self.min_improvement >= 0, "min_improvement", f"must be >= 0, got {self.min_improvement}")
+        _check(self.kid_sigmas >= 0, "kid_sigmas", f"must be >= 0, got {self.kid_sigmas}")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """`tracking:` — shared by every stage that logs to MLflow."""
 
@@ -271,6 +333,6 @@ def load_section(path: str | Path, section: str, cls: type[T]) -> T:
 
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "PretrainConfig", "RuntimeConfig", "TrainConfig",
-    "TrackingConfig", "load_section", "read_params", "from_dict",
+    "ConfigError", "DataConfig", "EvaluateConfig", "JudgeConfig", "ModelConfig", "PromoteConfig",
+    "PretrainConfig", "RuntimeConfig", "TrainConfig", "TrackingConfig", "load_section", "read_params", "from_dict",
 ]

@@ -284,7 +284,7 @@ def class_coverage(pred_labels: Any, num_classes: int, class_names: Sequence[str
         "n": int(len(pred)),
         "counts": {name: int(c) for name, c in zip(names, counts, strict=True)},
         "shares": {name: float(s) for name, s in zip(names, shares, strict=True)},
-        "normalized_entropy": min(max(entropy, 0.0), 1.0),  # clip round-off
+        "normalized_entropy": min(max(0.0, entropy), 1.0),  # clip round-off (and -0.0)
         "min_share_ratio": float(shares.min() * num_classes),
         "collapsed": [name for name, s in zip(names, shares, strict=True) if s < COLLAPSE_FRACTION / num_classes],
     }

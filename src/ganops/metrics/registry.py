@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ganops.errors import GanopsError
 from ganops.metrics import fid as fm
@@ -149,12 +150,12 @@ def flatten(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def reference_stats(images: ImageSource, *, split: str, source_hash: str, keep_features: bool = True,
                     batch_size: int = DEFAULT_BATCH_SIZE, progress: ProgressFn | None = None,
-                    total: int | None = None) -> fm.FeatureStats:
+                    total: int | None = None, device: str | torch.device = "cpu") -> fm.FeatureStats:
     """Features and moments of real images uint8 (N, C, H, W), tagged with the protocol and data version.
 
     Features are kept (as float32: the network's own precision, so lossless) for KID and P/R.
     """
-    feats = extract_features(images, batch_size=batch_size, progress=progress, total=total)  # (N, 2048)
+    feats = extract_features(images, batch_size=batch_size, progress=progress, total=total, device=device)  # (N, 2048)
     meta = {**protocol(), "split": split, "source_hash": source_hash}
     stats = fm.FeatureStats.from_features(feats, meta=meta)
     if keep_features:

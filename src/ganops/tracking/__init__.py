@@ -46,4 +46,16 @@ __all__ = [
     "StageRun", "TrackingError", "TrackingWarning", "check_store", "find_pipeline_runs",
     "flatten_params", "get_or_create_experiment", "image_grid", "lineage_tags", "repo_root",
     "resolve_tracking_uri", "stage_run",
+    "RegisteredVersion", "load_registered_generator", "register_generator",
 ]
+
+_REGISTRY = ("RegisteredVersion", "load_registered_generator", "register_generator")
+
+
+def __getattr__(name: str) -> object:
+    """Registry names load on first use: stages that only log runs never import the registry module."""
+    if name in _REGISTRY:
+        from ganops.tracking import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'ganops.tracking' has no attribute {name!r}")

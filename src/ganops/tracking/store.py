@@ -29,6 +29,7 @@ _ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "🏃 View run ..." lines
     "MLFLOW_DISABLE_TELEMETRY": "true",  # usage pings stall or fail on offline runners
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # per-file download bars are noise in stage logs
 }
 
 

@@ -1,0 +1,60 @@
+"""`ganops floor`: the real-data floor, the metrics of N real training images vs the test reference.
+
+What a perfect generator would score at this N (FID is biased upward at finite N); every model
+FID is reported beside it. Recomputed only when the data, N or the metric list changes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ganops.config import EvaluateConfig, TrackingConfig, load_section
+from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
+    reference: Annotated[Path, typer.Option(help="test-split statistics (ganops reference)")] = Path(
+        "stats/test_inception.safetensors"),
+    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/floor.json"),
+    debug: DebugOpt = False,
+) -> None:
+    """FID/KID of evaluate.num_samples training images vs the test reference."""
+
+    def go() -> None:
+        cfg = load_section(params, "evaluate", EvaluateConfig)
+        track = load_section(params, "tracking", TrackingConfig)
+        meta = prepared_meta(data)
+
+        from ganops import tracking
+        from ganops.data.prepared import load_split
+        from ganops.io import write_json
+        from ganops.metrics.evaluation import floor_indices, real_data_floor
+        from ganops.metrics.fid import FeatureStats
+        from ganops.metrics.registry import metric_name
+        from ganops.training.common import resolve_device
+
+        ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
+        train_x, _ = load_split(data, "train")
+        floor_indices(len(train_x), cfg.num_samples, cfg.seed)  # fail before the MLflow run if N is too big
+        names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
+        logged = {"num_samples": cfg.num_samples, "metrics": list(cfg.metrics), "seed": cfg.seed}
+        with tracking.stage_run("floor", track.experiment, logged, tracking.repo_root(), data_meta=meta,
+                                system_metrics=track.system_metrics) as mlrun:
+            t0 = time.perf_counter()
+            floor = real_data_floor(train_x, ref, names, cfg.num_samples, cfg.seed, log=typer.echo,
+                                    batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+            seconds = time.perf_counter() - t0
+            write_json(metrics, floor)
+            mlrun.log_metrics({**floor["metrics"], "seconds": seconds})
+            mlrun.log_artifact(metrics)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in floor["metrics"].items())
+            typer.echo(f"floor: {shown} ({cfg.num_samples} train vs {ref.n} test images, {seconds:.0f} s); "
+                       f"wrote {metrics}; MLflow run {mlrun.run_id}")
+
+    run(go, debug)

@@ -1,0 +1,54 @@
+"""`ganops reference`: Inception statistics of the test split, once per prepared-data version.
+
+Every FID/KID is measured against these; they depend only on the data (and the feature network),
+so DVC reruns this stage only when `data/prepared` changes, never for a new generator.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ganops.config import EvaluateConfig, TrackingConfig, load_section
+from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+
+SPLIT = "test"  # Lucic et al. 2018 protocol: generated samples vs the test images
+
+
+def main(
+    params: ParamsOpt = Path("params.yaml"),
+    data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
+    out: Annotated[Path, typer.Option(help="statistics file to write")] = Path("stats/test_inception.safetensors"),
+    debug: DebugOpt = False,
+) -> None:
+    """Inception features and moments of the test split (the FID/KID reference)."""
+
+    def go() -> None:
+        cfg = load_section(params, "evaluate", EvaluateConfig)
+        track = load_section(params, "tracking", TrackingConfig)
+        meta = prepared_meta(data)
+
+        from ganops import tracking
+        from ganops.data.prepared import load_split
+        from ganops.metrics.evaluation import progress
+        from ganops.metrics.registry import reference_stats
+        from ganops.training.common import resolve_device
+
+        test_x, _ = load_split(data, SPLIT)
+        device = resolve_device(cfg.device)
+        with tracking.stage_run("reference", track.experiment, {"split": SPLIT, "batch_size": cfg.batch_size},
+                                tracking.repo_root(), data_meta=meta, system_metrics=track.system_metrics) as mlrun:
+            t0 = time.perf_counter()
+            with progress(f"reference: inception ({len(test_x)} {SPLIT} images)", len(test_x), typer.echo) as cb:
+                stats = reference_stats(test_x, split=SPLIT, source_hash=meta["content_hash"], progress=cb,
+                                        batch_size=cfg.batch_size, device=device)
+            seconds = time.perf_counter() - t0
+            stats.save(out)
+            mlrun.log_metrics({"n": stats.n, "seconds": seconds, "img_per_s": stats.n / seconds})
+            mlrun.set_tags({"ganops.stats_file": str(out)})
+            typer.echo(f"reference: wrote {out} ({stats.n} {SPLIT} images, {seconds:.0f} s); MLflow run {mlrun.run_id}")
+
+    run(go, debug)

@@ -1,0 +1,104 @@
+"""The shipped generator (`models/generator.pt`, kind "generator"): load it and draw seeded uint8 samples.
+
+One sampling path for every consumer — the evaluate stage (10k images streamed to Inception), the
+registry's pyfunc model, and `ganops sample` — so an image drawn for (seed, index, class) is the
+same pixels everywhere:
+
+    G, config = load_generator("models/generator.pt")
+    images, labels = sample_images(G, config, n=64, seed=0)    # uint8 (64, C, H, W), int64 (64,) or None
+    for batch, labels in sample_stream(G, config, n=10_000, seed=0, batch_size=500): ...
+
+Latents and labels come from one CPU `torch.Generator` seeded with `seed`, drawn for all n at once,
+so the first k of n samples equal the n = k samples and CPU/CUDA runs see the same noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganops.checkpoint import CheckpointError, load_checkpoint
+from ganops.config import ModelConfig
+from ganops.models.autoencoder import build_generator
+from ganops.models.latent import sample_latent
+
+
+def load_generator(path: str | Path,
+                   map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(G in eval mode, its config) from the shipped generator file (kind "generator") or from a training
+    checkpoint (kind "gan": its EMA G, else G), so `evaluate` can score `checkpoints/*.pt` too.
+
+    The config always has model, image_size, channels and num_classes at top level. CheckpointError if
+    the file is missing, altered, of another kind, or its weights do not fit its config.
+    """
+    state, config = load_checkpoint(path, kind=("generator", "gan"), map_location=map_location)
+    if "G" in state and "data" in config:  # a training checkpoint (`checkpoints/last.pt`, `best.pt`)
+        weights = state["ema"] if state.get("ema") is not None else state["G"]
+        config = {**config, **config["data"]}
+    elif "model" in state:
+        weights = state["model"]
+    else:
+        raise CheckpointError(f"{path}: not a generator (holds {sorted(state)[:4]})")
+    try:
+        model_cfg = ModelConfig(**config["model"])
+        G = build_generator(model_cfg, int(config["image_size"]), int(config["channels"]),
+                            int(config["num_classes"]))
+        G.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: generator weights do not fit its config "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    return G.to(map_location).eval(), config
+
+
+def _latents(config: dict[str, Any], n: int, seed: int,
+             class_id: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """z (n, Z) and labels (n,) or None, from one seeded CPU generator."""
+    model = config["model"]
+    k = int(config["num_classes"])
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    g = torch.Generator().manual_seed(int(seed))
+    z = sample_latent(n, int(model["latent_dim"]), model["latent_dist"], generator=g)  # (n, Z)
+    if not model.get("conditional"):
+        if class_id is not None:
+            raise ValueError("class given, but this generator is unconditional")
+        return z, None
+    if class_id is not None:
+        if not 0 <= class_id < k:
+            raise ValueError(f"class must be in [0, {k}), got {class_id}")
+        return z, torch.full((n,), class_id, dtype=torch.int64)
+    return z, torch.randint(0, k, (n,), generator=g)  # (n,) uniform over classes
+
+
+@torch.inference_mode()
+def sample_stream(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int = 0, batch_size: int = 500,
+                  class_id: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield (uint8 images (b, C, H, W) on CPU, labels (b,) or None) for n seeded samples, b <= batch_size.
+
+    Images are rounded to uint8 exactly like the prepared data, so metrics see what a saved PNG holds.
+    """
+    from ganops.training.common import to_uint8
+
+    z, y = _latents(config, n, seed, class_id)
+    device = next(G.parameters()).device
+    # fp32 on purpose: metrics and served images must not depend on the CPU's bf16 support
+    with torch.autocast(device.type, enabled=False):
+        for s in range(0, n, batch_size):
+            yb = y[s:s + batch_size] if y is not None else None
+            x = G(z[s:s + batch_size].to(device), yb.to(device) if yb is not None else None)  # (b, C, H, W)
+            yield to_uint8(x).cpu(), yb
+
+
+def sample_images(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int = 0,
+                  class_id: int | None = None, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """All n seeded samples at once: uint8 (n, C, H, W) and labels (n,) or None."""
+    parts = list(sample_stream(G, config, n, seed, batch_size, class_id))
+    if not parts:
+        c, s = int(config["channels"]), int(config["image_size"])
+        return torch.empty(0, c, s, s, dtype=torch.uint8), None
+    images = torch.cat([p[0] for p in parts])
+    labels = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
+    return images, labels

@@ -1,0 +1,110 @@
+"""The registered generator as an MLflow pyfunc "model from code": MLflow stores this file and runs it at load time.
+
+Nothing is pickled: MLflow copies this file and the `ganops` package (code_paths) into the model and
+executes the file on load; `load_context` reads the generator checkpoint artifact with
+`torch.load(weights_only=True)` (see `ganops.models.shipped.load_generator`). So a registered version
+loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false, and where ganops is not installed.
+
+    model = mlflow.pyfunc.load_model("models:/ganops-generator/3")
+    out = model.predict(pd.DataFrame({"seed": [7, 8], "n": [16, 4], "class": [3, -1]}))
+    # one row per image: request, index, seed, class, image (base64 PNG)
+
+Images are exactly `sample_images(G, config, n, seed, class_id)`, the same pixels `ganops sample` and the
+evaluate stage draw for that (seed, n, class). Do not import this module from ganops code: running it
+registers the model with MLflow (`set_model`), which is only meant to happen inside MLflow's loader.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import mlflow
+import pandas as pd
+import torch
+from PIL import Image
+
+from ganops.models.shipped import load_generator, sample_images
+
+ARTIFACT_KEY = "generator"  # the checkpoint's key in the model's `artifacts`
+MAX_N = 1024  # images per request row: bounds the memory and time of one call
+RANDOM_CLASS = -1  # `class` value (like a missing one) asking for random classes
+OUTPUT_COLUMNS = ["request", "index", "seed", "class", "image"]
+
+
+def _as_int(value: Any, column: str, row: int) -> int:
+    """An integral number as int; ValueError naming the row and column otherwise."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"row {row}: {column} must be an integer, got {value!r}")
+    if isinstance(value, Integral):
+        return int(value)
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"row {row}: {column} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _class_id(value: Any, row: int, config: dict[str, Any]) -> int | None:
+    """The requested class, or None for random classes (missing, NaN or -1)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    class_id = _as_int(value, "class", row)
+    if class_id == RANDOM_CLASS:
+        return None
+    if not config["model"].get("conditional"):
+        raise ValueError(f"row {row}: class {class_id} given, but this generator is unconditional "
+                         f"(omit class or use {RANDOM_CLASS})")
+    k = int(config["num_classes"])
+    if not 0 <= class_id < k:
+        raise ValueError(f"row {row}: class must be in [0, {k}) or {RANDOM_CLASS} for random, got {class_id}")
+    return class_id
+
+
+def parse_requests(model_input: Any, config: dict[str, Any]) -> list[tuple[int, int, int | None]]:
+    """(seed, n, class_id or None) per input row; every row is checked before any image is drawn."""
+    df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    if missing := [c for c in ("seed", "n") if c not in df.columns]:
+        raise ValueError(f"generator input needs columns seed and n (class optional); missing {missing}")
+    classes = df["class"].tolist() if "class" in df.columns else [None] * len(df)
+    requests = []
+    for row, (seed, n, cls) in enumerate(zip(df["seed"].tolist(), df["n"].tolist(), classes, strict=True)):
+        n = _as_int(n, "n", row)
+        if not 1 <= n <= MAX_N:
+            raise ValueError(f"row {row}: n must be in 1..{MAX_N}, got {n}")
+        requests.append((_as_int(seed, "seed", row), n, _class_id(cls, row, config)))
+    return requests
+
+
+def png_base64(image: torch.Tensor) -> str:
+    """uint8 (C, H, W) with C 1 or 3 -> base64 PNG (gray or RGB)."""
+    hwc = image.permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+    pixels = hwc[:, :, 0] if hwc.shape[2] == 1 else hwc  # (H, W) gray or (H, W, 3) RGB
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """Seeded samples of a ganops generator: one output row per image, as base64 PNG."""
+
+    def load_context(self, context: Any) -> None:
+        self.G, self.config = load_generator(context.artifacts[ARTIFACT_KEY])
+
+    # A DataFrame hint: MLflow passes the input through as is (other hints make it wrap and convert
+    # predict; none makes it warn at every load).
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        rows: dict[str, list[Any]] = {c: [] for c in OUTPUT_COLUMNS}
+        for request, (seed, n, class_id) in enumerate(parse_requests(model_input, self.config)):
+            images, labels = sample_images(self.G, self.config, n, seed, class_id)  # (n, C, H, W), (n,) | None
+            rows["request"] += [request] * n
+            rows["index"] += list(range(n))
+            rows["seed"] += [seed] * n
+            rows["class"] += labels.tolist() if labels is not None else [RANDOM_CLASS] * n
+            rows["image"] += [png_base64(img) for img in images]
+        out = pd.DataFrame(rows)
+        return out.astype({c: "int64" for c in OUTPUT_COLUMNS[:-1]})
+
+
+mlflow.models.set_model(GeneratorModel())
