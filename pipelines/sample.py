@@ -1,8 +1,52 @@
-"""`ganops sample`: not implemented yet; its issue lands it."""
+"""`ganops sample`: a PNG grid (and optionally single PNGs) from a registered or local generator."""
 
-from pipelines.common import ParamsOpt, not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.common import DebugOpt, run
 
 
-def main(params: ParamsOpt = "params.yaml") -> None:  # type: ignore[assignment]
-    """(not implemented yet)"""
-    not_implemented("sample")
+def main(
+    model: Annotated[str, typer.Option(help="models:/<name>@<alias>, models:/<name>/<version>, or a .pt file")] = (
+        "models:/ganops-generator@champion"),
+    n: Annotated[int, typer.Option("-n", "--n", help="number of images", min=1, max=4096)] = 64,
+    out: Annotated[Path, typer.Option(help="PNG grid to write")] = Path("samples.png"),
+    seed: Annotated[int, typer.Option(help="seed of the latents (same seed, same images)")] = 0,
+    class_id: Annotated[int | None, typer.Option("--class", help="class to draw (conditional models)")] = None,
+    interpolate: Annotated[bool, typer.Option("--interpolate", help="n frames between two latents")] = False,
+    individual: Annotated[Path | None, typer.Option(help="also write one PNG per image into this directory")] = None,
+    nrow: Annotated[int, typer.Option(help="images per grid row")] = 8,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw images from a generator into a PNG grid; pickle-free for registry models."""
+
+    def go() -> None:
+        from ganops.errors import GanopsError
+        from ganops.models.shipped import load_generator, sample_images
+        from ganops.sampling import interpolate as interp
+        from ganops.sampling import write_grid, write_pngs
+
+        if model.startswith("models:/"):
+            from ganops.tracking import load_registered_generator
+
+            G, config = load_registered_generator(model)
+        else:
+            G, config = load_generator(model)
+        try:
+            if interpolate:
+                images = interp(G, config, n, seed, class_id)
+            else:
+                images, _ = sample_images(G, config, n, seed, class_id)
+        except ValueError as e:
+            raise GanopsError(f"{model}: {e}") from None
+        write_grid(out, images, nrow=n if interpolate and n <= 16 else nrow)
+        extra = ""
+        if individual is not None:
+            extra = f" and {len(write_pngs(individual, images))} PNGs in {individual}"
+        typer.echo(f"sample: wrote {out}{extra} ({n} images, seed {seed}, from {model})")
+
+    run(go, debug)

@@ -65,8 +65,6 @@ def decide(cand: Candidate, champion: Candidate | None, cfg: PromoteConfig) -> D
         return Decision(False, f"{name} {fid:.3f} > max_fid {cfg.max_fid:g}", figures)
     if champion is None:
         return Decision(True, f"{name} {fid:.3f} <= max_fid {cfg.max_fid:g}; no champion yet", figures)
-    if champion.version == cand.version:
-        return Decision(False, f"version {cand.version} is already the champion", figures)
     champ_name = champion.fid_name
     figures |= {"champion_version": champion.version, "champion_fid": float(champion.metrics[champ_name])}
     if champ_name != name or (champion.data_hash and cand.data_hash and champion.data_hash != cand.data_hash):
