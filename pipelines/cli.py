@@ -2,7 +2,19 @@
 
 import typer
 
-from pipelines import evaluate, floor, judge, lineage, prepare, pretrain, promote, reference, sample, train
+from pipelines import (
+    evaluate,
+    floor,
+    judge,
+    lineage,
+    prepare,
+    pretrain,
+    profile,
+    promote,
+    reference,
+    sample,
+    train,
+)
 
 app = typer.Typer(
     name="ganops",
@@ -20,6 +32,7 @@ app.command("floor", help="Real-data floor: FID/KID of N training images vs the 
 app.command("evaluate", help="FID/KID of the generator; register it in MLflow.")(evaluate.main)
 app.command("promote", help="Move the `champion` alias if the candidate passes the FID gate.")(promote.main)
 app.command("sample", help="Draw a PNG grid from a registered (models:/...) or local generator.")(sample.main)
+app.command("profile", help="Merge a params profile (profiles/*.yaml, --set k=v) into params.yaml.")(profile.main)
 app.command("lineage", help="Where a registered generator came from: commit, data, params, metrics.")(lineage.main)
 
 if __name__ == "__main__":
