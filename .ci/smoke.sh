@@ -20,7 +20,7 @@ import gzip, sys
 from pathlib import Path
 src, dst = Path("/usr/share/datasets/fashion-mnist"), Path(sys.argv[1])
 dst.mkdir(parents=True)
-for split, n in (("train", 2000), ("t10k", 400)):
+for split, n in (("train", 5000), ("t10k", 400)):
     for kind, item in (("images-idx3", 784), ("labels-idx1", 1)):
         with gzip.open(src / f"{split}-{kind}-ubyte.gz") as f:
             raw = f.read()
@@ -35,7 +35,8 @@ git -c user.name=ci -c user.email=ci@localhost -c commit.gpgsign=false commit -q
 
 say "1/4 dvc repro from scratch"
 start=$SECONDS
-dvc repro >"$WORK/repro1.log" 2>&1 || { tail -30 "$WORK/repro1.log"; fail "first dvc repro exited $?"; }
+rc=0; dvc repro >"$WORK/repro1.log" 2>&1 || rc=$?
+[ "$rc" = 0 ] || { tail -30 "$WORK/repro1.log"; fail "first dvc repro exited $rc"; }
 grep -E "^(judge|floor|evaluate|promote):" "$WORK/repro1.log" | sed 's/^/  /'
 python -c "import json,sys; d=json.load(open('metrics/promote.json')); sys.exit(d['decision']!='promoted')" \
   || fail "first candidate was not promoted: $(cat metrics/promote.json)"
@@ -48,7 +49,8 @@ say "  ok"
 
 say "3/4 a worse generator (train.epochs=0) is refused by the gate"
 ganops profile -S train.epochs=0 >/dev/null
-dvc repro evaluate >"$WORK/repro3.log" 2>&1 || { tail -30 "$WORK/repro3.log"; fail "dvc repro evaluate failed"; }
+rc=0; dvc repro evaluate >"$WORK/repro3.log" 2>&1 || rc=$?
+[ "$rc" = 0 ] || { tail -30 "$WORK/repro3.log"; fail "dvc repro evaluate exited $rc"; }
 set +e
 ganops promote --dry-run; dry=$?
 ganops promote; gate=$?
