@@ -24,7 +24,8 @@ from PIL import Image
 
 from ganops.models.shipped import load_generator, sample_images
 from ganops.tracking import register_generator, stage_run
-from tests.test_registry import git, make_generator
+from tests.conftest import git
+from tests.test_registry import make_generator
 
 BIN = Path(sys.executable).parent
 METRICS = {"fid10k": 30.0, "kid10k": 0.02, "kid10k_std": 0.001, "floor/fid10k": 2.5,

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 from ganops.gate import Candidate, decide
+from tests.conftest import git
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "gen"
@@ -71,11 +72,6 @@ def test_a_candidate_without_fid_is_an_error() -> None:
 
 
 # ---- ganops promote against real registries ------------------------------------------------------
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com",
-                    "-c", "commit.gpgsign=false", *args], check=True, capture_output=True)
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:

@@ -34,23 +34,10 @@ from ganops.tracking import (
     resolve_tracking_uri,
     stage_run,
 )
+from tests.conftest import git
 
 LINEAGE = ("ganops.stage", "ganops.git_commit", "ganops.git_dirty", "ganops.params_hash", "ganops.pipeline",
            "ganops.data_hash")
-
-
-def git(root: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com",
-           "-c", "commit.gpgsign=false", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty sqlite store; tests copy it instead of migrating (~2 s) each time."""
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
-    return db
 
 
 @pytest.fixture
