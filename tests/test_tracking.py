@@ -96,6 +96,9 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(repo: Path) -> None:
 def test_dirty_flag_flips_after_editing_a_tracked_file(repo: Path) -> None:
     clean = client().get_run(run_stage(repo)).data.tags
     (repo / "scratch.txt").write_text("untracked files do not count\n")
+    # nor what a running `dvc repro` rewrites before later stages start: dvc.lock, stage metrics
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (repo / "metrics.json").write_text('{"loss": 1.0}\n')
     assert client().get_run(run_stage(repo)).data.tags["ganops.git_dirty"] == "false"
 
     (repo / "model.py").write_text("WIDTH = 128\n")

@@ -49,10 +49,16 @@ def git_commit(root: Path) -> str:
 
 
 def git_dirty(root: Path) -> str:
-    """"true" if tracked files differ from HEAD (untracked files are ignored), "false", or "unknown"."""
+    """"true" if tracked source differs from HEAD, "false", or "unknown".
+
+    Untracked files and what a running `dvc repro` writes itself (dvc.lock, .gitignore, stage outs,
+    metrics and plots) do not count: otherwise every stage after the first would call its own
+    commit dirty.
+    """
     if git_commit(root) == UNKNOWN:
         return UNKNOWN
-    out = _git(root, "status", "--porcelain", "--untracked-files=no")
+    excludes = [*_REPRO_WRITTEN, *(f":(exclude,literal){p}" for p in _dvc_outputs(root))]
+    out = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes)
     return UNKNOWN if out is None else str(bool(out.strip())).lower()
 
 
