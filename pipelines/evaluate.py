@@ -39,17 +39,6 @@ def _read_floor(path: Path, names: list[str], meta: dict[str, Any]) -> dict[str,
     return floor
 
 
-def _write_png(path: Path, images: Any, nrow: int) -> Path:
-    from PIL import Image
-
-    from ganops.io import atomic_file
-    from ganops.tracking import image_grid
-
-    with atomic_file(path) as f:
-        Image.fromarray(image_grid(images, nrow=nrow)).save(f, format="PNG")
-    return path
-
-
 def main(
     params: ParamsOpt = Path("params.yaml"),
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
@@ -118,6 +107,7 @@ def main(
         from ganops.metrics.evaluation import class_rows, evaluate_images
         from ganops.metrics.judge import judge_predict
         from ganops.models.shipped import sample_images
+        from ganops.sampling import write_grid
 
         t0 = time.perf_counter()
         images, labels = sample_images(G, gcfg, cfg.num_samples, cfg.seed)  # uint8 (N, C, H, W)
@@ -131,13 +121,13 @@ def main(
         if grid_dir is not None:
             k = meta["num_classes"]
             first = images[:cfg.grid_size]
-            mlrun.log_artifact(_write_png(grid_dir / "grid.png", first, nrow=8), "samples")
+            mlrun.log_artifact(write_grid(grid_dir / "grid.png", first, nrow=8), "samples")
             # one row per class: by the conditioning label, else by the judge's label (missing row = lost mode)
             by = labels if labels is not None else judge_predict(judge_net, images[:cfg.judge_samples])
             per_row = max(cfg.grid_size // k, 1)
             rows, _ = class_rows(images[:len(by)], by, k, per_row)
             if len(rows):
-                mlrun.log_artifact(_write_png(grid_dir / "classes.png", rows, nrow=per_row), "samples")
+                mlrun.log_artifact(write_grid(grid_dir / "classes.png", rows, nrow=per_row), "samples")
         return res, seconds
 
     def _finish(cfg: EvaluateConfig, promote: PromoteConfig, res: dict[str, Any], rows: list[dict[str, Any]],
