@@ -13,7 +13,7 @@ from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
 from ganops.errors import GanopsError
 from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
 
-ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm")
+ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth")
 
 
 def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
@@ -21,9 +21,12 @@ def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any])
     from ganops.checkpoint import load_checkpoint
 
     state, config = load_checkpoint(path, kind="autoencoder")
+    # Fields a checkpoint predates take their defaults (e.g. model.depth 0), as when it was written.
+    defaults = {k: getattr(ModelConfig(), k) for k in ARCH_KEYS}
     for k in ARCH_KEYS:
-        if config["model"].get(k) != getattr(model_cfg, k):
-            raise GanopsError(f"{path}: autoencoder has model.{k}={config['model'].get(k)}, params say "
+        saved = config["model"].get(k, defaults[k])
+        if saved != getattr(model_cfg, k):
+            raise GanopsError(f"{path}: autoencoder has model.{k}={saved}, params say "
                               f"{getattr(model_cfg, k)}; rerun pretrain (dvc repro) or set "
                               "train.init_from_autoencoder: false")
     if (config["image_size"], config["channels"]) != (meta["image_size"], meta["channels"]):

@@ -120,13 +120,14 @@ def test_conditioning_changes_outputs_and_requires_labels() -> None:
 # ---------------------------------------------------------------- AE -> G / D transfer
 
 
+@pytest.mark.parametrize("depth", [0, 2])
 @pytest.mark.parametrize("spectral_norm", [False, True])
 @pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("size", SIZES)
 def test_transfer_makes_g_equal_decoder_and_d_trunk_equal_encoder_trunk(
-    size: int, channels: int, spectral_norm: bool
+    size: int, channels: int, spectral_norm: bool, depth: int
 ) -> None:
-    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm)
+    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, depth=depth)
     ae = _trained_ae(build_autoencoder(cfg, size, channels, variational=True), size, channels)
     G, D = build_generator(cfg, size, channels).eval(), build_discriminator(cfg, size, channels).eval()
     z, x = torch.randn(B, L), _images(size, channels)
@@ -139,6 +140,27 @@ def test_transfer_makes_g_equal_decoder_and_d_trunk_equal_encoder_trunk(
 
         assert torch.equal(G(z), ae.decode(z))
         assert torch.equal(D.features(x), ae.encoder.trunk(x))
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_depth_adds_3x3_layers_and_keeps_depth0_keys(spectral_norm: bool) -> None:
+    plain = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm)
+    deep = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, depth=2)
+    for build in (build_generator, build_discriminator):
+        a, b = build(plain, 28, 1), build(deep, 28, 1)
+        convs = [m for m in b.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        # G: 2 at 7×7 + 2 at 14×14; D: 2 after each of its two stride-2 convs
+        assert len(convs) == 4 and not any(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+                                           for m in a.modules())
+        assert set(a.state_dict()) < set(b.state_dict())  # depth 0 keys unchanged: old checkpoints load
+    G, D = build_generator(deep, 28, 1), build_discriminator(deep, 28, 1)
+    assert G(torch.randn(B, L)).shape == (B, 1, 28, 28) and D(_images(28, 1)).shape == (B,)
+
+
+@pytest.mark.parametrize("bad", [-1, 5, True, 1.5])
+def test_model_config_rejects_bad_depth(bad: object) -> None:
+    with pytest.raises(ValueError, match="depth"):
+        ModelConfig(depth=bad)  # type: ignore[arg-type]
 
 
 def test_transfer_into_conditional_models_leaves_only_conditioning_and_head_at_init() -> None:

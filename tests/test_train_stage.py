@@ -95,6 +95,18 @@ def test_autoencoder_of_another_architecture_is_refused(workspace):
     assert "ae.pt" in res.output and "model.latent_dim=16" in res.output, res.output
 
 
+def test_autoencoder_written_before_model_depth_existed_still_initialises(workspace):
+    from ganops.checkpoint import load_checkpoint, save_checkpoint
+
+    state, config = load_checkpoint(workspace / "ae.pt", kind="autoencoder")
+    del config["model"]["depth"]  # as checkpoints written before the field existed
+    save_checkpoint(workspace / "ae.pt", "autoencoder", state, config)
+    assert train().exit_code == 0
+    write(workspace, model={"depth": 1})  # a deeper model still refuses it
+    res = train()
+    assert res.exit_code == 2 and "model.depth=0" in res.output, res.output
+
+
 @pytest.mark.parametrize("bad, needle", [
     ({"loss": "wasserstein"}, "train.loss: must be one of"),
     ({"d_steps": 0}, "train.d_steps: must be >= 1"),

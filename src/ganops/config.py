@@ -77,11 +77,14 @@ class ModelConfig:
     latent_dist: str = "normal"  # normal | uniform (in [-1, 1])
     conditional: bool = False  # labels go to G (embedding joined to z) and D (projection)
     spectral_norm: bool = False  # spectral norm on D's layers
+    depth: int = 0  # extra 3×3 conv layers per resolution in G and D (0 = plain DCGAN)
 
     def __post_init__(self) -> None:
         _check(1 <= self.latent_dim <= 4096, "latent_dim", f"must be in 1..4096, got {self.latent_dim}")
         _check(4 <= self.g_width <= 1024, "g_width", f"must be in 4..1024, got {self.g_width}")
         _check(4 <= self.d_width <= 1024, "d_width", f"must be in 4..1024, got {self.d_width}")
+        _check(not isinstance(self.depth, bool) and isinstance(self.depth, int) and 0 <= self.depth <= 4,
+               "depth", f"must be an integer in 0..4, got {self.depth!r}")
         _check(self.latent_dist in LATENT_DISTS, "latent_dist",
                f"must be one of {', '.join(LATENT_DISTS)}, got {self.latent_dist!r}")
 

@@ -9,7 +9,9 @@ Size plan (b = base resolution, n = number of 2× steps):
     32: 4 → 8 → 16 → 32             (b=4, n=3)
     64: 4 → 8 → 16 → 32 → 64        (b=4, n=4)
 Channels double on every 2× step down (D) and halve on every step up (G), so the
-deepest feature map has width·2^(n-1) channels at b×b.
+deepest feature map has width·2^(n-1) channels at b×b. `depth` adds that many 3×3
+convolutions after every 2× step of D and at every resolution of G below the output
+(depth 0 is plain DCGAN and keeps its state-dict keys).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def check_positive(**values: int) -> None:
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def check_depth(depth: int) -> None:
+    """ValueError unless `depth` (3×3 convs added per resolution) is an int in 0..4."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 4:
+        raise ValueError(f"depth must be an integer in 0..4, got {depth!r}")
 
 
 def _raw_weight(m: nn.Module) -> torch.Tensor:
@@ -79,21 +87,39 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def up_block(in_ch: int, out_ch: int) -> nn.Sequential:
-    """(B, in_ch, h, w) -> (B, out_ch, 2h, 2w): ConvT 4×4 stride 2, BatchNorm, ReLU."""
+def refine_layers(ch: int, depth: int, batchnorm: bool, leaky: bool) -> list[nn.Module]:
+    """`depth` × [Conv 3×3 stride 1, [BatchNorm], (Leaky)ReLU]: (B, ch, h, w) -> (B, ch, h, w).
+
+    The capacity knob (`model.depth`): more layers at a resolution without another 2× step.
+    Bias only without BatchNorm (BN's shift makes it redundant).
+    """
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers.append(nn.Conv2d(ch, ch, 3, 1, 1, bias=not batchnorm))
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(ch))
+        layers.append(nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True))
+    return layers
+
+
+def up_block(in_ch: int, out_ch: int, depth: int = 0) -> nn.Sequential:
+    """(B, in_ch, h, w) -> (B, out_ch, 2h, 2w): ConvT 4×4 stride 2, BatchNorm, ReLU [+ depth 3×3 convs]."""
     return nn.Sequential(
         nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False),  # bias is redundant before BN
         nn.BatchNorm2d(out_ch),
         nn.ReLU(inplace=True),
+        *refine_layers(out_ch, depth, batchnorm=True, leaky=False),
     )
 
 
-def down_block(in_ch: int, out_ch: int, batchnorm: bool) -> nn.Sequential:
-    """(B, in_ch, h, w) -> (B, out_ch, h/2, w/2): Conv 4×4 stride 2, [BatchNorm], LeakyReLU(0.2)."""
+def down_block(in_ch: int, out_ch: int, batchnorm: bool, depth: int = 0) -> nn.Sequential:
+    """(B, in_ch, h, w) -> (B, out_ch, h/2, w/2): Conv 4×4 stride 2, [BatchNorm], LeakyReLU(0.2)
+    [+ depth 3×3 convs]."""
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not batchnorm)]
     if batchnorm:
         layers.append(nn.BatchNorm2d(out_ch))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
+    layers += refine_layers(out_ch, depth, batchnorm=batchnorm, leaky=True)
     return nn.Sequential(*layers)
 
 
@@ -105,14 +131,16 @@ class ConvTrunk(nn.Module):
     and wraps every conv. F = width·2^(n-1)·b·b, e.g. 2·64·7·7 = 6272 for 28×28, width 64.
     """
 
-    def __init__(self, channels: int, image_size: int, width: int, spectral_norm: bool = False) -> None:
+    def __init__(self, channels: int, image_size: int, width: int, spectral_norm: bool = False,
+                 depth: int = 0) -> None:
         super().__init__()
         base, steps = size_plan(image_size, channels)
         check_positive(width=width)
+        check_depth(depth)
         widths = [width * 2**i for i in range(steps)]  # e.g. [w, 2w] for 28×28
-        blocks = [down_block(channels, widths[0], batchnorm=False)]
+        blocks = [down_block(channels, widths[0], batchnorm=False, depth=depth)]
         pairs = zip(widths[:-1], widths[1:], strict=True)  # (in, out) channels of the later layers
-        blocks += [down_block(a, b, batchnorm=not spectral_norm) for a, b in pairs]
+        blocks += [down_block(a, b, batchnorm=not spectral_norm, depth=depth) for a, b in pairs]
         self.layers = nn.Sequential(*blocks)
         self.out_shape = (widths[-1], base, base)
         self.out_features = widths[-1] * base * base

@@ -22,13 +22,13 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, channels: int, image_size: int, width: int, num_classes: int = 0,
-                 spectral_norm: bool = False) -> None:
+                 spectral_norm: bool = False, depth: int = 0) -> None:
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.spectral_norm = spectral_norm
-        self.trunk = ConvTrunk(channels, image_size, width, spectral_norm=spectral_norm)
+        self.trunk = ConvTrunk(channels, image_size, width, spectral_norm=spectral_norm, depth=depth)
         F = self.trunk.out_features
         self.head = nn.Linear(F, 1)
         init_weights(self.head)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganops.models.blocks import check_positive, init_weights, size_plan, up_block
+from ganops.models.blocks import check_depth, check_positive, init_weights, refine_layers, size_plan, up_block
 
 
 class Generator(nn.Module):
     """DCGAN generator for 28×28, 32×32 or 64×64 images with 1 or 3 channels.
 
     z (B, latent_dim) -> ConvT to (B, w·2^(n-1), b, b) -> n-1 up blocks (ConvT, BN, ReLU)
-    halving channels -> ConvT to (B, C, H, W) -> tanh. For 28×28: 7 → 14 → 28.
+    halving channels -> ConvT to (B, C, H, W) -> tanh. For 28×28: 7 → 14 → 28. `depth`
+    3×3 conv layers (BN, ReLU) follow the projection and every up block.
 
     With `num_classes > 0` a label embedding e (B, E) is joined to z. The first layer of
     cat[z, e] is written as project(z) + cond_project(e) (the same linear map with its
@@ -25,10 +26,11 @@ class Generator(nn.Module):
     """
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, depth: int = 0) -> None:
         super().__init__()
         base, steps = size_plan(image_size, channels)
         check_positive(latent_dim=latent_dim, width=width)
+        check_depth(depth)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.latent_dim, self.channels, self.image_size = latent_dim, channels, image_size
@@ -37,7 +39,9 @@ class Generator(nn.Module):
 
         self.project = nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=False)
         self.project_bn = nn.BatchNorm2d(widths[0])
-        self.up = nn.Sequential(*[up_block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)])
+        # `depth` 3×3 convs at the base resolution and after every up block but the last (to_image)
+        self.refine = nn.Sequential(*refine_layers(widths[0], depth, batchnorm=True, leaky=False))
+        self.up = nn.Sequential(*[up_block(a, b, depth) for a, b in zip(widths[:-1], widths[1:], strict=True)])
         self.to_image = nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1)
         if num_classes:
             embed_dim = latent_dim  # same size as z so neither input dominates at init
@@ -58,5 +62,6 @@ class Generator(nn.Module):
             e = self.cond_embed(y).view(B, -1, 1, 1)  # (B, E, 1, 1)
             x = x + self.cond_project(e)  # (B, w·2^(n-1), b, b)  == first layer of cat[z, e]
         x = torch.relu(self.project_bn(x))  # (B, w·2^(n-1), b, b)
+        x = self.refine(x)  # (B, w·2^(n-1), b, b)  identity when depth 0
         x = self.up(x)  # (B, w, H/2, W/2)
         return torch.tanh(self.to_image(x))  # (B, C, H, W)
