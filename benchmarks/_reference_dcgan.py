@@ -43,7 +43,8 @@ def reference_throughput(images: torch.Tensor, labels: torch.Tensor, model_cfg: 
     """img/s of `steps` reference DCGAN iterations (each: D on a real and a fake batch, then G)."""
     torch.manual_seed(seed)
     _, c, h, _ = images.shape
-    netG, netD = build_generator(model_cfg, h, c), build_discriminator(model_cfg, h, c)
+    k = int(labels.max()) + 1 if model_cfg.conditional else 0  # conditional: labels to G and D, as ganops
+    netG, netD = build_generator(model_cfg, h, c, k), build_discriminator(model_cfg, h, c, k)
     criterion = nn.BCEWithLogitsLoss()  # ganops' D returns logits; dcgan uses Sigmoid + BCELoss
     optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -51,22 +52,23 @@ def reference_throughput(images: torch.Tensor, labels: torch.Tensor, model_cfg: 
                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
     done, seen, t0 = 0, 0, 0.0
     while done < steps + 1:
-        for real, _ in loader:
+        for real, y_real in loader:
             if done == 1:  # first iteration is warm-up (worker start, allocator)
                 t0, seen = time.perf_counter(), 0
             b = real.size(0)
             # (1) update D: maximise log D(x) + log(1 - D(G(z)))
             netD.zero_grad()
-            errD_real = criterion(netD(real), torch.full((b,), 1.0))
+            errD_real = criterion(netD(real, y_real), torch.full((b,), 1.0))
             errD_real.backward()
             noise = torch.randn(b, model_cfg.latent_dim)
-            fake = netG(noise)
-            errD_fake = criterion(netD(fake.detach()), torch.full((b,), 0.0))
+            y_fake = torch.randint(0, max(k, 1), (b,))
+            fake = netG(noise, y_fake)
+            errD_fake = criterion(netD(fake.detach(), y_fake), torch.full((b,), 0.0))
             errD_fake.backward()
             optD.step()
             # (2) update G: maximise log D(G(z))
             netG.zero_grad()
-            errG = criterion(netD(fake), torch.full((b,), 1.0))
+            errG = criterion(netD(fake, y_fake), torch.full((b,), 1.0))
             errG.backward()
             optG.step()
             done += 1

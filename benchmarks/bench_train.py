@@ -31,19 +31,20 @@ from ganops.training.common import NullSink  # noqa: E402
 from ganops.training.gan import train_gan  # noqa: E402
 
 
-def step_flops(model_cfg: ModelConfig, c: int, h: int, batch: int) -> float:
+def step_flops(model_cfg: ModelConfig, c: int, h: int, batch: int, k: int) -> float:
     """FLOPs of one step as ganops does it: D on real+fake (fwd+bwd), then G through D, again on a
     real+fake batch so D's BatchNorm sees the statistics it was trained with (fwd+bwd)."""
-    G, D = build_generator(model_cfg, h, c), build_discriminator(model_cfg, h, c)
+    G, D = build_generator(model_cfg, h, c, k), build_discriminator(model_cfg, h, c, k)
     real = torch.randn(batch, c, h, h)
+    y = torch.randint(0, max(k, 1), (2 * batch,))
 
     def step() -> None:
         z = torch.randn(batch, model_cfg.latent_dim)
         with torch.no_grad():
-            fake = G(z)
-        logits = D(torch.cat([real, fake]))
+            fake = G(z, y[batch:])
+        logits = D(torch.cat([real, fake]), y)
         losses.d_loss("bce", logits[:batch], logits[batch:], 1.0).backward()
-        losses.g_loss("bce", D(torch.cat([real, G(z)]))[batch:]).backward()
+        losses.g_loss("bce", D(torch.cat([real, G(z, y[batch:])]), y)[batch:]).backward()
 
     return count_flops(step)
 
@@ -71,7 +72,8 @@ def main() -> None:
     _, c, h, _ = x.shape
 
     peak = matmul_peak_gflops(torch.bfloat16)
-    flops_img = step_flops(model_cfg, c, h, cfg.batch_size) / cfg.batch_size
+    k = int(y.max()) + 1 if model_cfg.conditional else 0
+    flops_img = step_flops(model_cfg, c, h, cfg.batch_size, k) / cfg.batch_size
     ours, ref = [], []
     for r in range(args.rounds):
         ref.append(reference_throughput(x, y, model_cfg, cfg.batch_size, args.steps, workers=args.workers))

@@ -29,6 +29,7 @@ METRICS = [
     ("metrics/train.json:epochs", "epochs", "{:.0f}"),
     ("best_score", "judge FID", "{:.1f}"),
     ("metrics/train.json:img_per_s", "img/s", "{:.0f}"),
+    ("seconds", "pretrain min", "{:.1f}"),  # metrics/pretrain.json:seconds; divided below
     ("train_seconds", "train min", "{:.1f}"),  # seconds in the csv; divided below
     ("fid10k", "FID10k", "{:.2f}"),
     ("kid10k", "KID10k", "{:.4f}"),
@@ -49,23 +50,37 @@ def _fmt(value: object, fmt: str) -> str:
         return "–"
 
 
+def _param(value: object) -> str:
+    """A param as `-S` takes it: 3.0 -> 3 (pandas reads int columns with gaps as float)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def table(df: pd.DataFrame, prefix: str) -> str:
-    """Markdown rows for the experiments whose name starts with `prefix`."""
+    """Markdown rows for the experiments whose name starts with `prefix`.
+
+    `dvc exp show` lists each baseline commit followed by its experiments, so an experiment's
+    baseline is the nearest baseline row above it; its overrides are the params that differ.
+    """
     params = _param_columns(df)
-    baselines = df[df["typ"] == "baseline"].set_index("rev")
-    exps = df[(df["typ"] != "baseline") & df["Experiment"].fillna("").str.startswith(prefix)]
-    exps = exps[exps["State"].fillna("Success") == "Success"]
+    base_of = df["typ"].eq("baseline").cumsum()  # row -> index of its baseline block
+    baselines = df[df["typ"] == "baseline"].set_index(base_of[df["typ"] == "baseline"])
+    keep = (df["typ"] != "baseline") & df["Experiment"].fillna("").str.startswith(prefix)
+    keep &= df["State"].fillna("Success") == "Success"
     header = ["experiment", "overrides"] + [h for _, h, _ in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in exps.sort_values("Created").iterrows():
-        base = baselines.iloc[0] if row["parent"] not in baselines.index else baselines.loc[row["parent"]]
-        changed = [f"{c.split(':')[-1]}={row[c]}" for c in params if str(row[c]) != str(base[c])]
+    for i in df[keep].sort_values("Created").index:
+        row, base = df.loc[i], baselines.loc[base_of[i]]
+        changed = [f"{c.split(':')[-1]}={_param(row[c])}" for c in params
+                   if pd.notna(row[c]) and _param(row[c]) != _param(base[c])]
         cells = [str(row["Experiment"]), " ".join(f"`{c}`" for c in changed) or "(baseline params)"]
         values = {col: row.get(col) for col, _, _ in METRICS}
-        values["train_seconds"] = float(values["train_seconds"]) / 60
+        for col in ("seconds", "train_seconds"):
+            values[col] = float(values[col]) / 60
         if str(row.get("fid10k")) == str(base.get("fid10k")):
             # A run that stopped before `evaluate` carries its baseline's evaluate.json.
-            values.update({col: None for col, _, _ in METRICS[4:]})
+            values.update({col: None for col, _, _ in METRICS[5:]})
         cells += [_fmt(values[col], fmt) for col, _, fmt in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
     .venv/bin/python docs/figures.py    # → docs/champion_grid.png, docs/training_curves.png
 
-The grid is 64 samples (seed 0) of `models/generator.pt`, the same pixels `ganops sample` draws; the
+The grid is 64 samples (seed 0) of `models/generator.pt` (16 per class, one row each, for a conditional
+generator), the same pixels `ganops sample` draws; the
 curves are `plots/train.csv` (D/G loss, D(x)/D(G(z))) and the per-epoch judge FID.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     G, config = load_generator(ROOT / "models/generator.pt")
-    images, _ = sample_images(G, config, 64, seed=0)
+    if config["model"].get("conditional"):  # one row of 16 per class, the class order of the data
+        images = torch.cat([sample_images(G, config, 16, seed=0, class_id=c)[0]
+                            for c in range(int(config["num_classes"]))])
+    else:
+        images, _ = sample_images(G, config, 64, seed=0)
     write_grid(ROOT / "docs/champion_grid.png", images, nrow=16)
 
     df = pd.read_csv(ROOT / "plots/train.csv")
