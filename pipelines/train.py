@@ -21,10 +21,10 @@ def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any])
     from ganops.checkpoint import load_checkpoint
 
     state, config = load_checkpoint(path, kind="autoencoder")
-    # Fields a checkpoint predates take their defaults (e.g. model.depth 0), as when it was written.
-    defaults = {k: getattr(ModelConfig(), k) for k in ARCH_KEYS}
+    # ModelConfig gives fields a checkpoint predates their defaults (e.g. depth 0), as when it was written.
+    saved_cfg = ModelConfig(**config["model"])
     for k in ARCH_KEYS:
-        saved = config["model"].get(k, defaults[k])
+        saved = getattr(saved_cfg, k)
         if saved != getattr(model_cfg, k):
             raise GanopsError(f"{path}: autoencoder has model.{k}={saved}, params say "
                               f"{getattr(model_cfg, k)}; rerun pretrain (dvc repro) or set "
