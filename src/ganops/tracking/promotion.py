@@ -33,6 +33,7 @@ TAG_LOCK_HOLDER, TAG_LOCK_SINCE = "ganops.lock_holder", "ganops.lock_since"
 LOCK_TTL_S = 600.0  # a promote takes seconds; a lock this old belongs to a dead process
 LOCK_WAIT_S = 300.0
 _RETRY_S = 0.2
+_BUSY_CODES = ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,11 @@ def registry_lock(uri: str, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[
                                            description="ganops promotion lock: held while a promote runs")
             break
         except MlflowException as e:
-            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                # sqlite under 8 writers can still say "database is locked": a busy store, not an answer
-                if "locked" not in str(e).lower():
-                    raise TrackingError(f"model registry at {uri}: cannot take the promotion lock: {_reason(e)}") from e
+            # Busy answers, not failures: the lock exists; sqlite under 8 writers says "database is
+            # locked"; and the sqlite store, on a duplicate name, re-reads the model to word its error,
+            # which says "not found" when the holder released it in between (a lost race: retry).
+            if e.error_code not in _BUSY_CODES and "locked" not in str(e).lower():
+                raise TrackingError(f"model registry at {uri}: cannot take the promotion lock: {_reason(e)}") from e
             _break_if_stale(client, lock)
         except Exception as e:
             raise TrackingError(f"model registry at {uri} is unreachable: {_reason(e)}") from e
