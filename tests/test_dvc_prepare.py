@@ -56,3 +56,21 @@ def test_dvc_repro_prepare_then_noop(tmp_path):
     third = env_run(repo, "dvc", "repro", "prepare")
     assert "Running stage 'prepare'" in third.stdout
     assert '"train": 100' in (repo / "data/prepared/meta.json").read_text()
+
+
+def test_stage_commands_run_the_checkouts_own_code(tmp_path: Path) -> None:
+    """`dvc exp run --queue` runs each experiment in a temporary copy of its commit: the stage
+    command there must import that copy's `ganops`, not the editable install's (this checkout)."""
+    copy = tmp_path / "exp-copy"
+    for d in ("src", "pipelines"):
+        shutil.copytree(REPO / d, copy / d, ignore=shutil.ignore_patterns("__pycache__"))
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert all(s["cmd"].startswith("python -m pipelines.cli ") for s in stages.values()), \
+        [s["cmd"] for s in stages.values()]
+    probe = "import sys, pipelines.cli, ganops; print(ganops.__file__); print(sys.modules['pipelines'].__file__)"
+    res = subprocess.run([sys.executable, "-c", probe], cwd=copy, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    ganops_file, pipelines_file = (Path(line).resolve() for line in res.stdout.split())
+    assert ganops_file == (copy / "src/ganops/__init__.py").resolve()
+    assert pipelines_file == (copy / "pipelines/__init__.py").resolve()
