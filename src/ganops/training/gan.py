@@ -10,7 +10,8 @@ Data stays an in-memory uint8 tensor, batches are index tensors from a seeded pe
 
 Decisions worth knowing:
 - one G step = d_steps D updates, each on a fresh real batch, then one G update; `step` counts G steps;
-- D with BatchNorm sees real and fake in one batch, in the D step and in the G step alike (see train_step);
+- D with BatchNorm sees real and fake in one batch, in the D step and in the G step alike (see
+  `game.Game.train_step`);
 - the per-rank batch is batch_size // world_size (the global batch does not depend on the GPU count);
 - img/s counts real images consumed per second of training steps (not samples/scores/checkpoints).
 """
@@ -27,18 +28,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ganops import losses, models
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
 from ganops.models import Discriminator, Generator, sample_latent
 from ganops.training import common
-from ganops.training.common import MetricSink, autocast
-from ganops.training.diffaugment import diff_augment
+from ganops.training.common import MetricSink
 from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
-from ganops.training.ema import EMA
+from ganops.training.game import Game, generate
 from ganops.training.state import (
     STATS,
-    STREAMS,
     EpochPlan,
     Position,
     StepMeter,
@@ -68,149 +66,6 @@ class GanResult:
     metrics: dict[str, float]
 
 
-class _Game:
-    """G, D, optimisers, EMA and RNG streams; one training step; (de)serialisation."""
-
-    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, train_y: torch.Tensor,
-                 num_classes: int, device: torch.device, amp: torch.dtype | None, dist: DistInfo) -> None:
-        _, c, h, _ = train_x.shape
-        self.cfg, self.model_cfg, self.device, self.amp = cfg, model_cfg, device, amp
-        self.cond, self.num_classes = model_cfg.conditional, num_classes
-        self.x = train_x.to(device)  # uint8 (N, C, H, W); a no-op on CPU
-        self.y = train_y.to(device)  # (N,)
-        self.G = models.build_generator(model_cfg, h, c, num_classes).to(device)
-        self.D = models.build_discriminator(model_cfg, h, c, num_classes).to(device)
-        if cfg.channels_last:
-            self.G = self.G.to(memory_format=torch.channels_last)
-            self.D = self.D.to(memory_format=torch.channels_last)
-        self.G_train: torch.nn.Module = self.G  # DDP wrappers when distributed
-        self.D_train: torch.nn.Module = self.D
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas, fused=True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas, fused=True)
-        self.ema: EMA | None = None
-        self.streams = {name: stream_generator(cfg.seed, name, dist.rank) for name in STREAMS}
-        self.ops = cfg.diffaugment_ops
-        self.real_target = 1.0 - cfg.label_smoothing if cfg.loss == "bce" else 1.0
-        self.d_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
-
-    def init_from_autoencoder(self, ae_state: dict[str, Any], log: Callable[[str], Any]) -> None:
-        try:
-            g_left = models.load_autoencoder_into_generator(self.G, ae_state)
-            d_left = models.load_autoencoder_into_discriminator(self.D, ae_state)
-        except ValueError as e:
-            raise GanopsError(f"init_from_autoencoder: {e}") from None
-        log(f"init from autoencoder: G keys left at init: {', '.join(g_left) or 'none'}; "
-            f"D keys left at init: {', '.join(d_left) or 'none'}")
-
-    def start(self, dist: DistInfo) -> None:
-        """EMA copy of the initialised G; DDP wrappers (built while every parameter trains)."""
-        if self.cfg.ema_decay > 0:
-            self.ema = EMA(self.G, self.cfg.ema_decay)
-        if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # forward_sync_buffers is torch 2.14's name for broadcast_buffers: rank 0's BN stats each forward
-            self.G_train = DDP(self.G.requires_grad_(True), device_ids=ids, forward_sync_buffers=True)
-            self.D_train = DDP(self.D.requires_grad_(True), device_ids=ids, forward_sync_buffers=True)
-
-    def shipped(self) -> Generator:
-        return self.ema.model if self.ema is not None else self.G  # type: ignore[return-value]
-
-    def latent(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """z (n, L) and, when conditional, uniformly drawn fake labels (n,), from the latent stream."""
-        gen = self.streams["latent"]
-        z = sample_latent(n, self.model_cfg.latent_dim, self.model_cfg.latent_dist, generator=gen)
-        y = torch.randint(0, self.num_classes, (n,), generator=gen) if self.cond else None
-        return z.to(self.device), (y.to(self.device) if y is not None else None)
-
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.ops, self.streams["augment"]) if self.ops else x
-
-    def train_step(self, batches: list[torch.Tensor], step: int) -> torch.Tensor:
-        """d_steps D updates (one per index batch), then one G update. (4,) STATS, on device."""
-        cfg, amp, dev = self.cfg, self.amp, self.device
-        # (1) update D: maximise log D(x) + log(1 - D(G(z)))  (the bce form; other losses alike)
-        self.G.requires_grad_(False)
-        self.D.requires_grad_(True)
-        for idx in batches:
-            real = common.to_model_input(self.x[idx], dev, cfg.channels_last)  # (B, C, H, W) in [-1, 1]
-            y_real = self.y[idx] if self.cond else None  # (B,)
-            B = real.size(0)
-            z, y_fake = self.latent(B)
-            with torch.no_grad(), autocast(dev, amp):
-                fake = self.G(z, y_fake)  # (B, C, H, W)
-            # Real and fake in ONE forward: BatchNorm sees one batch, and DDP's buffer broadcast
-            # happens once per backward (two forwards raise an in-place error under DDP).
-            x = self.augment(torch.cat([real, fake.to(real.dtype)]))  # (2B, C, H, W)
-            y = torch.cat([y_real, y_fake]) if y_real is not None and y_fake is not None else None
-            with autocast(dev, amp):
-                logits = self.D_train(x, y).float()  # (2B,)
-                real_logits, fake_logits = logits[:B], logits[B:]
-                loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits, self.real_target)
-                if cfg.loss == "wgan-gp" and cfg.gp_weight > 0:
-                    gp = losses.gradient_penalty(self.D, x[:B], x[B:], y_real, generator=self.streams["latent"])
-                    loss_d = loss_d + cfg.gp_weight * gp
-                if cfg.r1_weight > 0:
-                    loss_d = loss_d + 0.5 * cfg.r1_weight * losses.r1_penalty(self.D, x[:B], y_real)
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-        # (2) update G: maximise log D(G(z)), with D frozen (no grads into D's weights)
-        self.D.requires_grad_(False)
-        self.G.requires_grad_(True)
-        z, y_fake = self.latent(B)
-        with autocast(dev, amp):
-            fake = self.augment(self.G_train(z, y_fake))  # (B, C, H, W)
-            if self.d_batchnorm:
-                # D's BatchNorm learnt on real+fake batches; a fakes-only batch would be normalised
-                # differently and D would call it real whatever G does. Same mix, grads from the fake half.
-                real_x = x[:B].detach()  # (B, C, H, W) the last D step's (augmented) reals
-                y = torch.cat([y_real, y_fake]) if y_real is not None and y_fake is not None else None
-                fake_logits_g = self.D(torch.cat([real_x, fake.to(real_x.dtype)]), y)[B:]  # (B,)
-            else:
-                fake_logits_g = self.D(fake, y_fake)  # (B,)
-            loss_g = losses.g_loss(cfg.loss, fake_logits_g.float())
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        if self.ema is not None:
-            self.ema.update(self.G, step)
-        return torch.stack([loss_d.detach(), loss_g.detach(),
-                            real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()])
-
-    def grad_norms(self) -> tuple[float, float]:
-        """‖∇G‖₂, ‖∇D‖₂ of the last update (grads live until the next zero_grad)."""
-        def norm(m: torch.nn.Module) -> float:
-            grads = [p.grad for p in m.parameters() if p.grad is not None]
-            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
-        return norm(self.G), norm(self.D)
-
-    def state(self) -> dict[str, Any]:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"] if state["ema"] is not None else state["G"])
-
-
-@torch.no_grad()
-def _generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Images (n, C, H, W) in [-1, 1] in eval mode, leaving G's mode (and BN stats) as they were."""
-    was = G.training
-    G.eval()
-    out = G(z, y).float()
-    G.train(was)
-    return out
-
-
 def _check_inputs(model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: int) -> None:
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise GanopsError(f"train_gan: images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -223,7 +78,7 @@ def _check_inputs(model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: i
 class _Run:
     """The loop's bookkeeping: position, history, best score, checkpoints and reports."""
 
-    def __init__(self, game: _Game, plan: EpochPlan, cfg: TrainConfig, config: dict[str, Any], ckpt_dir: Path,
+    def __init__(self, game: Game, plan: EpochPlan, cfg: TrainConfig, config: dict[str, Any], ckpt_dir: Path,
                  sink: MetricSink, log: Callable[[str], Any], score_fn: Callable[[Generator], float] | None,
                  dist: DistInfo) -> None:
         self.game, self.plan, self.cfg, self.config, self.dist = game, plan, cfg, config, dist
@@ -302,9 +157,9 @@ class _Run:
         means = self.last_means = self.meter.epoch_means()
         G, ema, main = self.game.G, self.game.ema, self.dist.is_main
         if main:
-            self.sink.log_image_grid(_generate(G, self.z_grid, self.y_grid), "samples", step=epoch)
+            self.sink.log_image_grid(generate(G, self.z_grid, self.y_grid), "samples", step=epoch)
         if main and ema is not None:
-            self.sink.log_image_grid(_generate(ema.model, self.z_grid, self.y_grid), "samples_ema", step=epoch)
+            self.sink.log_image_grid(generate(ema.model, self.z_grid, self.y_grid), "samples_ema", step=epoch)
         score, is_best = math.nan, False
         if self.score_fn is not None and main:
             shipped = self.game.shipped()
@@ -330,7 +185,7 @@ class _Run:
         t = torch.linspace(0, 1, N_INTERP, device=a.device)[None, :, None]  # (1, T, 1)
         z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(-1, a.shape[1])  # (P·T, Z)
         y = self.y_pairs.repeat_interleave(N_INTERP) if self.y_pairs is not None else None  # (P·T,)
-        return _generate(self.game.shipped(), z, y)
+        return generate(self.game.shipped(), z, y)
 
     # ---------------------------------------------------------------- the loop
     def run(self, total: int) -> None:
@@ -391,7 +246,7 @@ def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, t
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     try:
-        game = _Game(cfg, model_cfg, train_x, train_y, num_classes, device, amp, dist)
+        game = Game(cfg, model_cfg, train_x, train_y, num_classes, device, amp, dist)
     except ValueError as e:
         raise GanopsError(f"train_gan: {e}") from None
     plan = EpochPlan(len(train_x), cfg, dist)
