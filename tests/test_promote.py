@@ -66,6 +66,19 @@ def test_numbers_from_another_protocol_or_data_are_not_compared() -> None:
     assert "not comparable" in decide(cand("2", 10.0, data="d2"), cand("1", 30.0), CFG).reason
 
 
+def test_a_mode_collapsed_candidate_is_refused_whatever_its_fid() -> None:
+    def covered(version: str, fid: float, share: float) -> Candidate:
+        c = cand(version, fid, kid=0.01)
+        return Candidate(c.version, {**c.metrics, "judge/min_share_ratio": share}, c.data_hash)
+
+    d = decide(covered("2", 10.0, 0.35), cand("1", 30.0, kid=0.02), CFG)  # far better FID, one class at 0.35
+    assert not d.promote and "mode collapse" in d.reason and d.figures["min_share_ratio"] == 0.35
+    assert not decide(covered("1", 10.0, float("nan")), None, CFG).promote
+    assert decide(covered("2", 10.0, 0.5), cand("1", 30.0, kid=0.02), CFG).promote  # exactly half: passes
+    assert decide(covered("1", 10.0, 0.35), None, PromoteConfig(model_name=NAME, min_class_share=0.0)).promote
+    assert decide(cand("1", 10.0), None, CFG).promote  # evaluated without a judge: the rule does not apply
+
+
 def test_a_candidate_without_fid_is_an_error() -> None:
     with pytest.raises(GanopsError, match="expected one FID metric"):
         decide(Candidate("3", {"kid10k": 0.1}), None, CFG)

@@ -244,9 +244,11 @@ class PromoteConfig:
     max_fid: float = 60.0  # the candidate's FID (at evaluate.num_samples) must be at most this
     min_improvement: float = 0.5  # ...and, with a champion, lower than the champion's by more than this
     kid_sigmas: float = 1.0  # ...and its KID lower by more than this many combined KID subset stds
+    min_class_share: float = 0.5  # ...and no class below this fraction of its 1/K share (the judge's labels)
 
     def __post_init__(self) -> None:
         _check(bool(self.model_name.strip()), "model_name", "must not be empty")
+        _check(0 <= self.min_class_share <= 1, "min_class_share", f"must be in [0, 1], got {self.min_class_share}")
         _check(self.max_fid > 0, "max_fid", f"must be > 0, got {self.max_fid}")
         _check(self.min_improvement >= 0, "min_improvement", f"must be >= 0, got {self.min_improvement}")
         _check(self.kid_sigmas >= 0, "kid_sigmas", f"must be >= 0, got {self.kid_sigmas}")

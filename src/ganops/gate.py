@@ -1,6 +1,9 @@
 """The promotion gate: does a candidate generator replace the champion? Pure: numbers in, a decision out.
 
 A candidate passes when
+  0. no class is mode-collapsed: the judge's weakest class share (`judge/min_share_ratio`, share × K) is
+     at least `promote.min_class_share` (a generator that drops a class can still score a fair FID);
+     a version evaluated without a judge has no such metric and skips this rule; and
   1. its FID (at the evaluate protocol, e.g. `fid10k`) is at most `promote.max_fid`, and, if a champion exists,
   2. both were measured with the same protocol and reference data (else the numbers are not comparable), and
   3. its FID is lower than the champion's by more than `promote.min_improvement`, and
@@ -21,6 +24,7 @@ from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 
 _FID = re.compile(r"fid\d+k?")
+MIN_SHARE = "judge/min_share_ratio"  # as `ganops evaluate` registers it
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,12 @@ def decide(cand: Candidate, champion: Candidate | None, cfg: PromoteConfig) -> D
         raise GanopsError(f"version {cand.version}: {name} is {fid}, not a number the gate can use")
     figures: dict[str, Any] = {"metric": name, "candidate_version": cand.version, "candidate_fid": fid,
                                "max_fid": cfg.max_fid}
+    share = cand.metrics.get(MIN_SHARE)
+    if share is not None:
+        figures |= {"min_share_ratio": float(share), "min_class_share": cfg.min_class_share}
+        if not float(share) >= cfg.min_class_share:  # NaN fails too
+            return Decision(False, f"mode collapse: the weakest class has {float(share):.3f} of its expected "
+                                   f"share < min_class_share {cfg.min_class_share:g}", figures)
     if fid > cfg.max_fid:
         return Decision(False, f"{name} {fid:.3f} > max_fid {cfg.max_fid:g}", figures)
     if champion is None:
