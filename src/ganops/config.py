@@ -33,6 +33,8 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ValueError(f"{key}: {msg}")
 
 
+MAX_DEPTH = 4  # model.depth bound, shared with models/blocks.check_depth: catches typos like 40
+
 @dataclass(frozen=True)
 class DataConfig:
     """`data:` — where images come from and how they are checked."""
@@ -83,8 +85,8 @@ class ModelConfig:
         _check(1 <= self.latent_dim <= 4096, "latent_dim", f"must be in 1..4096, got {self.latent_dim}")
         _check(4 <= self.g_width <= 1024, "g_width", f"must be in 4..1024, got {self.g_width}")
         _check(4 <= self.d_width <= 1024, "d_width", f"must be in 4..1024, got {self.d_width}")
-        _check(not isinstance(self.depth, bool) and isinstance(self.depth, int) and 0 <= self.depth <= 4,
-               "depth", f"must be an integer in 0..4, got {self.depth!r}")
+        _check(not isinstance(self.depth, bool) and isinstance(self.depth, int) and 0 <= self.depth <= MAX_DEPTH,
+               "depth", f"must be an integer in 0..{MAX_DEPTH}, got {self.depth!r}")
         _check(self.latent_dist in LATENT_DISTS, "latent_dist",
                f"must be one of {', '.join(LATENT_DISTS)}, got {self.latent_dist!r}")
 

@@ -43,9 +43,11 @@ def check_positive(**values: int) -> None:
 
 
 def check_depth(depth: int) -> None:
-    """ValueError unless `depth` (3×3 convs added per resolution) is an int in 0..4."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 4:
-        raise ValueError(f"depth must be an integer in 0..4, got {depth!r}")
+    """ValueError unless `depth` (3×3 convs added per resolution) is an int in 0..MAX_DEPTH."""
+    from ganops.config import MAX_DEPTH
+
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be an integer in 0..{MAX_DEPTH}, got {depth!r}")
 
 
 def _raw_weight(m: nn.Module) -> torch.Tensor:
