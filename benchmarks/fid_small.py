@@ -1,7 +1,7 @@
 """Inception FID at small N for several generators, side by side: a pruning score that is the
 decision metric's own network (FID10k's), at a fraction of its cost.
 
-    python benchmarks/fid_small.py GEN.pt [GEN.pt ...] [--n 2000] [--seed 0]
+    python benchmarks/fid_small.py GEN.pt|exp:NAME [...] [--n 2000] [--seed 42]
 
 Each generator (a shipped `models/generator.pt` or a training checkpoint) draws N seeded samples
 exactly as `ganops evaluate` does; their TF-Inception features are compared with the cached test
@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+
+from _exp import resolve
 
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.inception import extract_features
@@ -32,15 +34,15 @@ def fid_small(path: Path, ref: FeatureStats, n: int, seed: int) -> tuple[float, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("generators", nargs="+", type=Path)
+    ap.add_argument("generators", nargs="+", help="generator files, or exp:NAME for a DVC experiment's")
     ap.add_argument("--reference", type=Path, default=Path("stats/test_inception.safetensors"))
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=42, help="sampling seed (evaluate uses params.yaml seed: 42)")
     args = ap.parse_args()
     ref = FeatureStats.load(args.reference)
-    for path in args.generators:
+    for name, path in (resolve(g) for g in args.generators):
         fid, secs = fid_small(path, ref, args.n, args.seed)
-        print(f"{path}: fid{args.n // 1000}k {fid:.2f} ({secs:.0f} s)", flush=True)
+        print(f"{name}: fid{args.n // 1000}k {fid:.2f} ({secs:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """How much fine detail generators draw, against the real test images: a cheap check of the
 "clean silhouettes, blurred interiors" reading of the sample grids (docs/results.md).
 
-    python benchmarks/sharpness.py GEN.pt [GEN.pt ...] [--n 10000] [--data data/prepared]
+    python benchmarks/sharpness.py GEN.pt|exp:NAME [...] [--n 10000] [--data data/prepared]
 
 Per image set, on uint8 pixels scaled to [0, 1]:
 - grad: mean |finite-difference gradient| (edges and texture);
@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from _exp import resolve
 
 from ganops.data.prepared import load_split
 from ganops.models.shipped import load_generator, sample_images
@@ -41,7 +42,7 @@ def detail(x: torch.Tensor) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("generators", nargs="+", type=Path)
+    ap.add_argument("generators", nargs="+", help="generator files, or exp:NAME for a DVC experiment's")
     ap.add_argument("--data", type=Path, default=Path("data/prepared"))
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=42)
@@ -56,8 +57,8 @@ def main() -> None:
           f"{' 1 |' * len(keys)}")
     train, _ = load_split(args.data, "train")
     rows = [("train (real)", lambda: train[: args.n])]  # the real-vs-real control: ratios ~1
-    rows += [(p.stem, lambda p=p: sample_images(*load_generator(p), args.n, seed=args.seed)[0])
-             for p in args.generators]
+    rows += [(name, lambda p=p: sample_images(*load_generator(p), args.n, seed=args.seed)[0])
+             for name, p in map(resolve, args.generators)]
     for name, images in rows:
         d = detail(images())
         print(f"| {name} ({args.n}) | {' | '.join(f'{d[k]:.4f}' for k in keys)} | "
