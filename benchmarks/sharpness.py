@@ -7,7 +7,9 @@ Per image set, on uint8 pixels scaled to [0, 1]:
 - grad: mean |finite-difference gradient| (edges and texture);
 - lap:  mean |discrete Laplacian| (the finest detail; blur removes it first);
 - hf:   share of the spectral power (DC removed) above half the Nyquist frequency;
-- ink:  mean pixel value (so a sharper score is not just more or brighter garment).
+- ink:  mean pixel value (so a sharper score is not just more or brighter garment);
+- with --judge: the judge's class coverage of the same images, "min share" (weakest class share × K,
+  the gate's coverage rule) and "H" (normalised entropy), one judge for every row.
 Each generator's row also shows the ratio to the test set. Seconds per generator, N = 10k: ~2.
 """
 
@@ -20,6 +22,7 @@ import torch
 from _exp import resolve
 
 from ganops.data.prepared import load_split
+from ganops.metrics.judge import class_coverage, judge_predict, load_judge
 from ganops.models.shipped import load_generator, sample_images
 
 
@@ -46,10 +49,20 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data/prepared"))
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--judge", type=Path, help="judge checkpoint (models/judge.pt): add class coverage")
     args = ap.parse_args()
     torch.manual_seed(0)
     test, _ = load_split(args.data, "test")
-    real = detail(test[: args.n])
+    judge = load_judge(args.judge) if args.judge else None
+
+    def stats(images: torch.Tensor) -> dict[str, float]:
+        d = detail(images)
+        if judge is not None:
+            cov = class_coverage(judge_predict(judge, images), judge.num_classes)
+            d |= {"min share": cov["min_share_ratio"], "H": cov["normalized_entropy"]}
+        return d
+
+    real = stats(test[: args.n])
     keys = list(real)
     print(f"| images | {' | '.join(keys)} | {' | '.join(k + ' / test' for k in keys)} |")
     print(f"|---|{'---|' * 2 * len(keys)}")
@@ -60,7 +73,7 @@ def main() -> None:
     rows += [(name, lambda p=p: sample_images(*load_generator(p), args.n, seed=args.seed)[0])
              for name, p in map(resolve, args.generators)]
     for name, images in rows:
-        d = detail(images())
+        d = stats(images())
         print(f"| {name} ({args.n}) | {' | '.join(f'{d[k]:.4f}' for k in keys)} | "
               f"{' | '.join(f'{d[k] / real[k]:.2f}' for k in keys)} |")
 
