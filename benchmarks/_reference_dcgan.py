@@ -38,13 +38,14 @@ class UInt8ImageDataset(Dataset):
         return self.transform(pil), int(self.labels[i])
 
 
-def reference_throughput(images: torch.Tensor, labels: torch.Tensor, model_cfg: ModelConfig,
+def reference_throughput(images: torch.Tensor, labels: torch.Tensor, model_cfg: ModelConfig, num_classes: int,
                          batch_size: int, steps: int, workers: int = 2, seed: int = 0) -> float:
-    """img/s of `steps` reference DCGAN iterations (each: D on a real and a fake batch, then G)."""
+    """img/s of `steps` reference DCGAN iterations (each: D on a real and a fake batch, then G).
+    Labels go to G and D as in ganops; the builders use them only when model_cfg.conditional."""
     torch.manual_seed(seed)
     _, c, h, _ = images.shape
-    k = int(labels.max()) + 1 if model_cfg.conditional else 0  # conditional: labels to G and D, as ganops
-    netG, netD = build_generator(model_cfg, h, c, k), build_discriminator(model_cfg, h, c, k)
+    netG = build_generator(model_cfg, h, c, num_classes)
+    netD = build_discriminator(model_cfg, h, c, num_classes)
     criterion = nn.BCEWithLogitsLoss()  # ganops' D returns logits; dcgan uses Sigmoid + BCELoss
     optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -61,7 +62,7 @@ def reference_throughput(images: torch.Tensor, labels: torch.Tensor, model_cfg: 
             errD_real = criterion(netD(real, y_real), torch.full((b,), 1.0))
             errD_real.backward()
             noise = torch.randn(b, model_cfg.latent_dim)
-            y_fake = torch.randint(0, max(k, 1), (b,))
+            y_fake = torch.randint(0, num_classes, (b,))
             fake = netG(noise, y_fake)
             errD_fake = criterion(netD(fake.detach(), y_fake), torch.full((b,), 0.0))
             errD_fake.backward()

@@ -25,7 +25,7 @@ from _reference_dcgan import reference_throughput  # noqa: E402
 
 from ganops import losses  # noqa: E402
 from ganops.config import ModelConfig, TrainConfig, load_section  # noqa: E402
-from ganops.data.prepared import load_split  # noqa: E402
+from ganops.data.prepared import load_split, read_meta  # noqa: E402
 from ganops.models import build_discriminator, build_generator  # noqa: E402
 from ganops.training.common import NullSink  # noqa: E402
 from ganops.training.gan import train_gan  # noqa: E402
@@ -36,7 +36,7 @@ def step_flops(model_cfg: ModelConfig, c: int, h: int, batch: int, k: int) -> fl
     real+fake batch so D's BatchNorm sees the statistics it was trained with (fwd+bwd)."""
     G, D = build_generator(model_cfg, h, c, k), build_discriminator(model_cfg, h, c, k)
     real = torch.randn(batch, c, h, h)
-    y = torch.randint(0, max(k, 1), (2 * batch,))
+    y = torch.randint(0, k, (2 * batch,))
 
     def step() -> None:
         z = torch.randn(batch, model_cfg.latent_dim)
@@ -49,9 +49,9 @@ def step_flops(model_cfg: ModelConfig, c: int, h: int, batch: int, k: int) -> fl
     return count_flops(step)
 
 
-def ganops_throughput(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor) -> float:
+def ganops_throughput(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: int) -> float:
     with tempfile.TemporaryDirectory() as ckpt:
-        res = train_gan(cfg, model_cfg, x, y, 10, Path(ckpt), NullSink(), log=lambda *_: None)
+        res = train_gan(cfg, model_cfg, x, y, k, Path(ckpt), NullSink(), log=lambda *_: None)
     return float(res.metrics["img_per_s"])
 
 
@@ -69,15 +69,15 @@ def main() -> None:
     # but ganops keeps its defaults (EMA on) so the figure is what users get
     cfg = dataclasses.replace(cfg, max_steps=args.steps, epochs=1, init_from_autoencoder=False)
     x, y = load_split(Path(args.data), "train")
+    k = read_meta(Path(args.data))["num_classes"]  # as `ganops train` takes it; used only when conditional
     _, c, h, _ = x.shape
 
     peak = matmul_peak_gflops(torch.bfloat16)
-    k = int(y.max()) + 1 if model_cfg.conditional else 0
     flops_img = step_flops(model_cfg, c, h, cfg.batch_size, k) / cfg.batch_size
     ours, ref = [], []
     for r in range(args.rounds):
-        ref.append(reference_throughput(x, y, model_cfg, cfg.batch_size, args.steps, workers=args.workers))
-        ours.append(ganops_throughput(cfg, model_cfg, x, y))
+        ref.append(reference_throughput(x, y, model_cfg, k, cfg.batch_size, args.steps, workers=args.workers))
+        ours.append(ganops_throughput(cfg, model_cfg, x, y, k))
         print(f"round {r + 1}: reference {ref[-1]:.0f} img/s, ganops {ours[-1]:.0f} img/s")
     o, rf = statistics.median(ours), statistics.median(ref)
     achieved = o * flops_img / 1e9

@@ -35,6 +35,7 @@ def _check(cond: bool, key: str, msg: str) -> None:
 
 MAX_DEPTH = 4  # model.depth bound, shared with models/blocks.check_depth: catches typos like 40
 
+
 @dataclass(frozen=True)
 class DataConfig:
     """`data:` — where images come from and how they are checked."""
