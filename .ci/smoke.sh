@@ -40,6 +40,17 @@ rc=0; dvc repro >"$WORK/repro1.log" 2>&1 || rc=$?
 grep -E "^(judge|floor|evaluate|promote):" "$WORK/repro1.log" | sed 's/^/  /'
 python -c "import json,sys; d=json.load(open('metrics/promote.json')); sys.exit(d['decision']!='promoted')" \
   || fail "first candidate was not promoted: $(cat metrics/promote.json)"
+python - <<'PY' || fail "a stage of the first dvc repro has no finished MLflow run"
+import sys, yaml
+from mlflow.tracking import MlflowClient
+stages = list(yaml.safe_load(open("dvc.yaml"))["stages"])
+exp = yaml.safe_load(open("params.yaml"))["tracking"]["experiment"]
+c = MlflowClient()
+runs = c.search_runs([c.get_experiment_by_name(exp).experiment_id], "attributes.status = 'FINISHED'")
+missing = sorted(set(stages) - {r.data.tags.get("ganops.stage") for r in runs})
+print(f"  MLflow runs of {len(stages)} stages; missing: {missing or 'none'}")
+sys.exit(bool(missing))
+PY
 say "  ok: champion set ($((SECONDS - start)) s)"
 
 say "2/4 second dvc repro is a no-op"

@@ -1,14 +1,23 @@
-"""`ganops prepare`: read the source in params `data:`, validate it with GX, write data/prepared."""
+"""`ganops prepare`: read the source in params `data:`, validate it with GX, write data/prepared.
+
+Like every stage it is one MLflow run: the `data` params, the prepared data's meta and content hash
+(tag `ganops.data_hash`), counts and expectation figures as metrics, the GX report (also when
+validation fails, so a refused dataset is inspectable in the UI) and a grid of real images per class.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ganops.config import DataConfig, load_section
+from ganops.config import DataConfig, TrackingConfig, load_section
 from pipelines.common import DebugOpt, ParamsOpt, run
+
+PER_CLASS = 8  # real images per class in the logged grid
 
 
 def main(
@@ -22,15 +31,48 @@ def main(
     """Read, validate (Great Expectations) and write the dataset."""
 
     def go() -> None:
-        from ganops.data.prepare import prepare_dataset
-
         cfg = load_section(params, "data", DataConfig)
-        res = prepare_dataset(cfg, raw, out, validation)
-        m = res.meta
+        track = load_section(params, "tracking", TrackingConfig)
+        from ganops import tracking
+        from ganops.data.prepare import prepare_dataset
+        from ganops.errors import ValidationFailed
+
+        report = validation / "report.json"
+        with tracking.stage_run("prepare", track.experiment, {"data": dataclasses.asdict(cfg)},
+                                tracking.repo_root(), system_metrics=track.system_metrics) as mlrun:
+            t0 = time.perf_counter()
+            try:
+                res = prepare_dataset(cfg, raw, out, validation)
+            except ValidationFailed:
+                if report.is_file():  # just written by this run's validation
+                    mlrun.log_artifact(report, "validation")
+                raise
+            m = res.meta
+            mlrun.set_tags({tracking.TAG_DATA: m["content_hash"]})
+            mlrun.log_dict(m, "data_meta.json")
+            mlrun.log_artifact(res.report.report_path, "validation")
+            mlrun.log_metrics({"train_images": m["counts"]["train"], "test_images": m["counts"]["test"],
+                               "num_classes": m["num_classes"], "dedupe_removed": m["dedupe_removed"],
+                               "expectations_passed": res.report.evaluated,
+                               "seconds": time.perf_counter() - t0})
+            _log_real_grid(mlrun, out, m["num_classes"])
         typer.echo(f"prepared {m['source']}: {m['counts']['train']} train + {m['counts']['test']} test "
                    f"images {'×'.join(map(str, m['shape']))}, {m['num_classes']} classes, "
-                   f"content hash {m['content_hash']}")
+                   f"content hash {m['content_hash']}; MLflow run {mlrun.run_id}")
         typer.echo(f"validation: {res.report.evaluated} expectations passed; "
                    f"Data Docs at {res.report.docs_index}")
 
     run(go, debug)
+
+
+def _log_real_grid(mlrun: object, out: Path, num_classes: int) -> None:
+    """The first PER_CLASS training images of each class, one row per class (what G should draw)."""
+    import torch
+
+    from ganops.data.prepared import load_split
+
+    x, y = load_split(out, "train")  # (N, C, H, W) uint8, (N,)
+    picks = [torch.nonzero(y == k).flatten()[:PER_CLASS] for k in range(num_classes)]
+    idx = torch.cat(picks)  # (<= K·PER_CLASS,)
+    if len(idx):
+        mlrun.log_image_grid(x[idx], "real_samples", nrow=PER_CLASS)  # type: ignore[attr-defined]

@@ -18,6 +18,21 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_mlflow_store(tmp_path_factory: pytest.TempPathFactory):
+    """Every stage command logs to MLflow. A test that does not pick a store (monkeypatch.setenv, or
+    env= for a subprocess) logs to one session-wide temp sqlite store, never to the repo's mlflow.db
+    or to whatever store the developer's shell points at."""
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
 def idx_bytes(arr: np.ndarray) -> bytes:
     """IDX encoding of a uint8 array: magic 0x0000 08 ndim, big-endian dims, raw bytes."""
     header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)

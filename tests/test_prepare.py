@@ -117,6 +117,37 @@ def test_class_imbalance_beyond_tolerance_fails_validation(tmp_path, image_folde
     assert_clean_failure(res, out, 1, "classes: expect_column_values_to_be_between on share")
 
 
+def test_prepare_is_an_mlflow_run_and_a_refused_dataset_is_a_failed_one(tmp_path, idx_dir, image_folder,
+                                                                          monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "ok").mkdir()
+    ok, out = prepare(tmp_path / "ok", {"source": "fashion-mnist", "path": str(idx_dir)})
+    assert ok.exit_code == 0, ok.output
+    from PIL import Image
+
+    Image.new("L", (20, 20), 0).save(image_folder / "cat" / "blank.png")
+    (tmp_path / "bad").mkdir()
+    bad, _ = prepare(tmp_path / "bad", {"source": "folder", "path": str(image_folder)})
+    assert bad.exit_code == 1, bad.output
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("ganops").experiment_id],
+                              filter_string="tags.`ganops.stage` = 'prepare'", order_by=["start_time ASC"])
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED"]
+    done, failed = runs
+    meta = json.loads((out / "meta.json").read_text())
+    assert done.data.tags["ganops.data_hash"] == meta["content_hash"]
+    assert done.data.params["data.source"] == "fashion-mnist"
+    assert (done.data.metrics["train_images"], done.data.metrics["test_images"]) == (300, 100)
+    report = json.loads((tmp_path / "ok" / "validation" / "report.json").read_text())
+    assert done.data.metrics["expectations_passed"] == report["evaluated"]
+    paths = {a.path for a in client.list_artifacts(done.info.run_id)}
+    assert {"data_meta.json", "validation", "images"} <= paths, paths
+    assert [a.path for a in client.list_artifacts(failed.info.run_id, "validation")] == ["validation/report.json"]
+
+
 # ---------------------------------------------------------------- bad input: exit 2, one line
 
 

@@ -49,7 +49,7 @@ def pretrain(root: Path, out: str = "models/ae.pt"):
 def only_run(root: Path):
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     exp = client.get_experiment_by_name("t")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], "tags.`ganops.stage` = 'pretrain'")  # prepare made one too
     return client, runs
 
 
@@ -134,7 +134,7 @@ def test_bad_params_fail_before_any_work(workspace, bad, needle):
     res = pretrain(workspace)
     assert res.exit_code == 2 and needle in res.output, res.output
     assert not (workspace / "models/ae.pt").exists()
-    assert not (workspace / "mlflow.db").exists()  # no run was even started
+    assert only_run(workspace)[1] == []  # no pretrain run was even started
 
 
 def test_unsupported_image_size_is_refused_before_training(workspace):
