@@ -151,6 +151,30 @@ def test_evaluate_is_deterministic(ws: Path) -> None:
     assert outs[0] == outs[1]
 
 
+def test_the_gate_reads_the_coverage_evaluate_registered(ws: Path) -> None:
+    """evaluate → promote through the real registry: the judge's min share reaches the gate's mode-collapse
+    rule under the name it looks for, and a bar above it refuses the candidate whatever its FID."""
+    from ganops.gate import MIN_SHARE
+    from ganops.tracking.promotion import get_version
+
+    res = invoke(*EVAL_ARGS[:-2], "--candidate", "gate_candidate.json", "--generator", "gen.pt")
+    assert res.exit_code == 0, res.output
+    cand = json.loads((ws / "gate_candidate.json").read_text())
+    share = json.loads((ws / "eval.json").read_text())["judge"]["min_share_ratio"]
+    info = get_version(os.environ["MLFLOW_TRACKING_URI"], "gen-test", cand["version"])
+    assert info is not None and info.metrics[MIN_SHARE] == pytest.approx(share)
+    assert share < 1.0  # 60 samples of a 1-epoch G are not exactly uniform over 10 classes (seeded)
+
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    for bar, code in ((1.0, 1), (0.0, 0)):  # max_fid far above an untrained G's fid60: only coverage decides
+        params["promote"] = {"model_name": "gen-test", "max_fid": 1e4, "min_class_share": bar}
+        (ws / "gate_params.yaml").write_text(yaml.safe_dump(params))
+        res = runner.invoke(app, ["promote", "--params", "gate_params.yaml", "--version", cand["version"],
+                                  "--dry-run"])
+        assert res.exit_code == code, res.output
+        assert ("mode collapse" in res.output) == (code == 1), res.output
+
+
 @pytest.mark.parametrize("mutate, needle", [
     (lambda ws: (ws / "floor.json").write_text(json.dumps(
         {**json.loads((ws / "floor.json").read_text()), "metrics": {"fid10k": 1.0}})), "floor is no fid60"),
