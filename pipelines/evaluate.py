@@ -104,10 +104,10 @@ def main(
     def _evaluate_one(cfg: EvaluateConfig, path: Path, G: Any, gcfg: dict[str, Any], ref: Any, names: list[str],
                       floor_data: dict[str, Any], judge_net: Any, judge_ref: Any, meta: dict[str, Any],
                       grid_dir: Path | None, mlrun: Any) -> tuple[dict[str, Any], float]:
-        from ganops.metrics.evaluation import class_rows, evaluate_images
+        from ganops.metrics.evaluation import evaluate_images
         from ganops.metrics.judge import judge_predict
         from ganops.models.shipped import sample_images
-        from ganops.sampling import write_grid
+        from ganops.sampling import class_rows, write_grid
 
         t0 = time.perf_counter()
         images, labels = sample_images(G, gcfg, cfg.num_samples, cfg.seed)  # uint8 (N, C, H, W)

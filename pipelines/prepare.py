@@ -35,9 +35,10 @@ def main(
         track = load_section(params, "tracking", TrackingConfig)
         from ganops import tracking
         from ganops.data.prepare import prepare_dataset
+        from ganops.data.validation import REPORT_NAME
         from ganops.errors import ValidationFailed
 
-        report = validation / "report.json"
+        report = validation / REPORT_NAME
         with tracking.stage_run("prepare", track.experiment, {"data": dataclasses.asdict(cfg)},
                                 tracking.repo_root(), system_metrics=track.system_metrics) as mlrun:
             t0 = time.perf_counter()
@@ -67,12 +68,10 @@ def main(
 
 def _log_real_grid(mlrun: object, out: Path, num_classes: int) -> None:
     """The first PER_CLASS training images of each class, one row per class (what G should draw)."""
-    import torch
-
     from ganops.data.prepared import load_split
+    from ganops.sampling import class_rows
 
     x, y = load_split(out, "train")  # (N, C, H, W) uint8, (N,)
-    picks = [torch.nonzero(y == k).flatten()[:PER_CLASS] for k in range(num_classes)]
-    idx = torch.cat(picks)  # (<= K·PER_CLASS,)
-    if len(idx):
-        mlrun.log_image_grid(x[idx], "real_samples", nrow=PER_CLASS)  # type: ignore[attr-defined]
+    grid, classes = class_rows(x, y, num_classes, PER_CLASS)  # (R·PER_CLASS, C, H, W)
+    if classes:
+        mlrun.log_image_grid(grid, "real_samples", nrow=PER_CLASS)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ganops.io import atomic_file
@@ -78,3 +79,22 @@ def write_pngs(directory: str | Path, images: torch.Tensor) -> list[Path]:
             Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(f, format="PNG")
         paths.append(path)
     return paths
+
+
+def class_rows(images: torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int,
+               per_row: int) -> tuple[torch.Tensor, list[int]]:
+    """Arrange uint8 images (N, C, H, W) as one row per class: the first `per_row` images of each label.
+
+    Returns (images (R·per_row, C, H, W) with short rows padded by blank images, the class of each row);
+    classes with no image are left out, so a collapsed mode is visible as a missing row.
+    """
+    labels = torch.as_tensor(np.asarray(labels)).long()  # (N,)
+    rows, classes = [], []
+    for k in range(num_classes):
+        picked = images[labels == k][:per_row]  # (<= per_row, C, H, W)
+        if len(picked) == 0:
+            continue
+        pad = torch.zeros((per_row - len(picked), *images.shape[1:]), dtype=images.dtype)
+        rows.append(torch.cat([picked, pad]))
+        classes.append(k)
+    return (torch.cat(rows) if rows else images[:0]), classes

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+REPORT_NAME = "report.json"  # under the validation dir; `ganops prepare` logs it to MLflow
+
 
 @dataclass(frozen=True)
 class ValidationSpec:
@@ -163,7 +165,7 @@ def validate(manifest: pd.DataFrame, spec: ValidationSpec, out_dir: Path) -> Val
                                     column=kw.get("column") or kw.get("column_A") or kw.get("column_list"),
                                     observed=observed, examples=_examples(df, r.get("unexpected_index_list"))))
     ctx.build_data_docs()
-    report_path = out_dir / "report.json"
+    report_path = out_dir / REPORT_NAME
     report = {"success": not failures, "evaluated": evaluated,
               "failures": [f.__dict__ for f in failures], "results": results}
     tmp = report_path.with_suffix(".json.tmp")

@@ -149,22 +149,3 @@ def judge_report(judge: Any, images: torch.Tensor, judge_ref: FeatureStats | Non
     if judge_ref is not None:
         report["fid"] = judge_fid(judge, images, judge_ref)
     return report
-
-
-def class_rows(images: torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int,
-               per_row: int) -> tuple[torch.Tensor, list[int]]:
-    """Arrange uint8 images (N, C, H, W) as one row per class: the first `per_row` images of each label.
-
-    Returns (images (R·per_row, C, H, W) with short rows padded by blank images, the class of each row);
-    classes with no image are left out, so a collapsed mode is visible as a missing row.
-    """
-    labels = torch.as_tensor(np.asarray(labels)).long()  # (N,)
-    rows, classes = [], []
-    for k in range(num_classes):
-        picked = images[labels == k][:per_row]  # (<= per_row, C, H, W)
-        if len(picked) == 0:
-            continue
-        pad = torch.zeros((per_row - len(picked), *images.shape[1:]), dtype=images.dtype)
-        rows.append(torch.cat([picked, pad]))
-        classes.append(k)
-    return (torch.cat(rows) if rows else images[:0]), classes
