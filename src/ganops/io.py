@@ -46,8 +46,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+CSV_FLOAT_FORMAT = "%.6g"  # plots CSVs: 6 significant digits, so readers compare at that precision
+
+
 def write_csv(path: str | Path, df: pd.DataFrame) -> Path:
-    return write_atomic(path, df.to_csv(index=False, float_format="%.6g").encode())
+    return write_atomic(path, df.to_csv(index=False, float_format=CSV_FLOAT_FORMAT).encode())
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

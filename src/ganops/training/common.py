@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sys
 from collections.abc import Iterator
@@ -40,8 +41,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# oneDNN's own switch for running as a lesser CPU would: with ONEDNN_MAX_CPU_ISA at one of these, oneDNN
+# has no bf16 kernels, so `precision: auto` must resolve to fp32 exactly as on an AVX2-only machine.
+# `ONEDNN_MAX_CPU_ISA=AVX2 bash setup.sh test` is how .ci/run checks the fp32 path on a bf16 CPU.
+_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_has_bf16() -> bool:
     """True on CPUs with native bf16 (AVX-512 BF16 / AMX), where autocast is fast."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ISAS_WITHOUT_BF16:
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
