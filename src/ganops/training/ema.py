@@ -8,6 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganops.models.latent import sample_latent
+
+STANDING_SAMPLES = 4096  # latents per recompute (16 batches, as BigGAN accumulates): channel means within ~0.01 sd
+STANDING_BATCH = 256
+
 
 class EMA:
     """A frozen copy of `model` whose parameters trail the live ones.
@@ -19,7 +24,9 @@ class EMA:
     The warm-up term (as in TensorFlow's ExponentialMovingAverage with num_updates) keeps
     early checkpoints from being mostly the random init: at decay 0.999 an epoch of 468
     steps would otherwise leave 63 % of the weight on the initial G.
-    Buffers (BatchNorm running stats) are copied, not averaged. The copy stays in eval mode.
+    Buffers (BatchNorm running stats) are copied from the live G each step, which describes another
+    network's activations: whoever uses or writes the averaged G first recomputes them with
+    `standing_stats` (the training loop does at every epoch end). The copy stays in eval mode.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -55,3 +62,36 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state)
+
+
+@torch.no_grad()
+def standing_stats(G: nn.Module, latent_dist: str, seed: int, n: int = STANDING_SAMPLES,
+                   batch: int = STANDING_BATCH) -> None:
+    """Recompute every BatchNorm's running mean/var of generator `G` for its current weights, in place.
+
+    BigGAN's "standing statistics" (also StudioGAN, OASIS): the averaged weights of an EMA G never ran
+    in train mode, so copied buffers belong to the live G. Here G runs in train mode with momentum None
+    (a cumulative average over equal batches) on `n` latents (and uniform labels when conditional)
+    drawn from a generator seeded with `seed`, in fp32 as G is evaluated; G's mode is restored after.
+    Deterministic for equal weights and seed; draws from no other RNG.
+    """
+    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    momenta, was = [m.momentum for m in bns], G.training
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        G.train()
+        for start in range(0, n, batch):
+            b = min(batch, n - start)
+            z = sample_latent(b, G.latent_dim, latent_dist, generator=gen)  # (b, L)
+            y = torch.randint(0, G.num_classes, (b,), generator=gen) if G.num_classes else None  # (b,)
+            G(z.to(device), y.to(device) if y is not None else None)
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        G.train(was)

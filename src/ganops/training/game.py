@@ -20,7 +20,7 @@ from ganops.training import common
 from ganops.training.common import autocast
 from ganops.training.diffaugment import diff_augment
 from ganops.training.distributed import DistInfo
-from ganops.training.ema import EMA
+from ganops.training.ema import EMA, standing_stats
 from ganops.training.state import STREAMS, stream_generator
 
 
@@ -73,6 +73,14 @@ class Game:
 
     def shipped(self) -> Generator:
         return self.ema.model if self.ema is not None else self.G  # type: ignore[return-value]
+
+    def stand_shipped(self) -> Generator:
+        """The shipped G with BatchNorm statistics recomputed for its current weights (ema.standing_stats);
+        the loop calls this before it scores, draws or writes the shipped G. Seeded on its own, so the
+        training streams (and exact resume) are untouched."""
+        G = self.shipped()
+        standing_stats(G, self.model_cfg.latent_dist, stream_generator(self.cfg.seed, "standing").initial_seed())
+        return G
 
     def latent(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """z (n, L) and, when conditional, uniformly drawn fake labels (n,), from the latent stream."""

@@ -155,6 +155,7 @@ class _Run:
     def end_epoch(self, epoch: int, seconds: float) -> None:
         self.flush(epoch)
         means = self.last_means = self.meter.epoch_means()
+        self.game.stand_shipped()  # before the grids, the score and the checkpoint see it
         G, ema, main = self.game.G, self.game.ema, self.dist.is_main
         if main:
             self.sink.log_image_grid(generate(G, self.z_grid, self.y_grid), "samples", step=epoch)
@@ -213,6 +214,7 @@ class _Run:
                     self.end_epoch(epoch, time.perf_counter() - t0)
         if self.saved_step != self.pos.step:  # the same answer on every rank (save is collective)
             self.flush(self.pos.epochs_done + 1 if self.pos.epoch_step else self.pos.epochs_done)
+            self.game.stand_shipped()
             self.save(is_best=False)  # stopped mid-epoch (max_steps) or nothing to train
 
     def metrics(self, means: dict[str, float]) -> dict[str, float]:
