@@ -3,9 +3,13 @@
     python benchmarks/bench_train.py [--steps 150] [--rounds 2]
 
 Side by side in one run (interleaved rounds, since these machines are noisy): the same
-networks, batch size and number of steps, on real Fashion-MNIST from data/prepared.
-Prints img/s of each, the ratio (target ≥ 3×), and ganops' achieved GFLOP/s as a share
-of this CPU's measured bf16 matmul peak (target ≥ 60 %).
+networks, batch size and number of steps, on real Fashion-MNIST from data/prepared (random
+images of its shape, 1×28×28 and 10 classes, when it has not been prepared yet).
+Prints img/s of each and the ratio, the FLOPs of the step ganops takes (FlopCounterMode around
+one real `Game.train_step`, built as `ganops train` builds it), and ganops' achieved GFLOP/s as
+a share of this CPU's measured matmul peak in the precision training runs in (`precision: auto`
+is bf16 on CPUs with native bf16, fp32 elsewhere). Every measured figure names the CPU model and
+whether its bf16 is native.
 """
 
 from __future__ import annotations
@@ -20,33 +24,47 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _peak import count_flops, matmul_peak_gflops  # noqa: E402
+from _peak import machine, matmul_peak_gflops, precision_name  # noqa: E402
 from _reference_dcgan import reference_throughput  # noqa: E402
 
-from ganops import losses  # noqa: E402
 from ganops.config import ModelConfig, TrainConfig, load_section  # noqa: E402
 from ganops.data.prepared import load_split, read_meta  # noqa: E402
-from ganops.models import build_discriminator, build_generator  # noqa: E402
+from ganops.training import common  # noqa: E402
 from ganops.training.common import NullSink  # noqa: E402
+from ganops.training.distributed import DistInfo  # noqa: E402
+from ganops.training.flops import step_flops  # noqa: E402
+from ganops.training.game import Game  # noqa: E402
 from ganops.training.gan import train_gan  # noqa: E402
+from ganops.training.state import EpochPlan  # noqa: E402
+
+# The default data's shape (meta.json of a prepared Fashion-MNIST), for a machine without it.
+FALLBACK_SHAPE, FALLBACK_CLASSES, FALLBACK_N = (1, 28, 28), 10, 60_000
 
 
-def step_flops(model_cfg: ModelConfig, c: int, h: int, batch: int, k: int) -> float:
-    """FLOPs of one step as ganops does it: D on real+fake (fwd+bwd), then G through D, again on a
-    real+fake batch so D's BatchNorm sees the statistics it was trained with (fwd+bwd)."""
-    G, D = build_generator(model_cfg, h, c, k), build_discriminator(model_cfg, h, c, k)
-    real = torch.randn(batch, c, h, h)
-    y = torch.randint(0, k, (2 * batch,))
+def load_data(data: Path) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    """(images uint8 (N, C, H, W), labels (N,), classes, where they came from)."""
+    if (data / "meta.json").is_file():
+        x, y = load_split(data, "train")
+        return x, y, int(read_meta(data)["num_classes"]), str(data)  # as `ganops train` takes it
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (FALLBACK_N, *FALLBACK_SHAPE), generator=g, dtype=torch.uint8)
+    y = torch.arange(FALLBACK_N) % FALLBACK_CLASSES
+    return x, y, FALLBACK_CLASSES, (f"random uint8 images {'×'.join(map(str, FALLBACK_SHAPE))}, "
+                                    f"{FALLBACK_CLASSES} classes ({data} not prepared)")
 
-    def step() -> None:
-        z = torch.randn(batch, model_cfg.latent_dim)
-        with torch.no_grad():
-            fake = G(z, y[batch:])
-        logits = D(torch.cat([real, fake]), y)
-        losses.d_loss("bce", logits[:batch], logits[batch:], 1.0).backward()
-        losses.g_loss("bce", D(torch.cat([real, G(z, y[batch:])]), y)[batch:]).backward()
 
-    return count_flops(step)
+def real_step_flops(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor,
+                    k: int) -> tuple[int, int, torch.dtype | None]:
+    """(FLOPs of one G step, real images it consumes, its autocast dtype), counted around the first
+    step of a Game built as `train_gan` builds it (same seed, device, precision, first batches)."""
+    common.seed_everything(cfg.seed)
+    device, amp = common.setup_runtime(cfg)
+    dist = DistInfo()
+    game = Game(cfg, model_cfg, x, y, k, device, amp, dist)
+    game.start(dist)
+    plan = EpochPlan(len(x), cfg, dist)
+    batches = plan.epoch(0)[0]
+    return step_flops(game, batches, step=1), sum(len(b) for b in batches), amp
 
 
 def ganops_throughput(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: int) -> float:
@@ -59,8 +77,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=150, help="G steps per loop and round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring the matmul peak")
     ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (dcgan's default: 2)")
     args = ap.parse_args()
     cfg = load_section(args.params, "train", TrainConfig)
@@ -68,24 +87,28 @@ def main() -> None:
     # the benchmark measures the training step: no EMA/score/sample overhead differences matter at 150 steps,
     # but ganops keeps its defaults (EMA on) so the figure is what users get
     cfg = dataclasses.replace(cfg, max_steps=args.steps, epochs=1, init_from_autoencoder=False)
-    x, y = load_split(Path(args.data), "train")
-    k = read_meta(Path(args.data))["num_classes"]  # as `ganops train` takes it; used only when conditional
-    _, c, h, _ = x.shape
+    x, y, k, source = load_data(Path(args.data))
 
-    peak = matmul_peak_gflops(torch.bfloat16)
-    flops_img = step_flops(model_cfg, c, h, cfg.batch_size, k) / cfg.batch_size
+    flops, images, amp = real_step_flops(cfg, model_cfg, x, y, k)
+    flops_img = flops / images
+    peak = matmul_peak_gflops(amp or torch.float32, seconds=args.peak_seconds)
+    where = machine()
+    prec = precision_name(amp)
+    # printed as they come (flush): on a loaded machine a cut-short run still shows what it measured
+    print(f"data: {source}; training precision {prec} (precision: {cfg.precision})", flush=True)
+    print(f"GAN step FLOPs {flops / 1e6:.1f} MFLOP = {flops_img / 1e6:.1f} MFLOP per real image "
+          f"(FlopCounterMode around one Game.train_step; counts do not depend on the CPU)", flush=True)
+    print(f"{prec} matmul peak {peak:.0f} GFLOP/s [{where}]", flush=True)
     ours, ref = [], []
     for r in range(args.rounds):
         ref.append(reference_throughput(x, y, model_cfg, k, cfg.batch_size, args.steps, workers=args.workers))
         ours.append(ganops_throughput(cfg, model_cfg, x, y, k))
-        print(f"round {r + 1}: reference {ref[-1]:.0f} img/s, ganops {ours[-1]:.0f} img/s")
+        print(f"round {r + 1}: reference {ref[-1]:.0f} img/s, ganops {ours[-1]:.0f} img/s [{where}]", flush=True)
     o, rf = statistics.median(ours), statistics.median(ref)
     achieved = o * flops_img / 1e9
-    print(f"threads {torch.get_num_threads()}; bf16 matmul peak {peak:.0f} GFLOP/s; "
-          f"GAN step FLOPs/img {flops_img / 1e6:.1f} MFLOP")
-    print(f"ganops {o:.0f} img/s vs reference {rf:.0f} img/s: {o / rf:.2f}x (target >= 3x)")
-    print(f"ganops achieves {achieved:.0f} GFLOP/s = {100 * achieved / peak:.1f}% of the bf16 matmul peak "
-          f"(target >= 60%)")
+    print(f"ganops {o:.0f} img/s vs reference {rf:.0f} img/s: {o / rf:.2f}x (target >= 3x) [{where}]")
+    print(f"ganops achieves {achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f}% of the {prec} matmul peak "
+          f"(target >= 60%) [{where}]")
 
 
 if __name__ == "__main__":

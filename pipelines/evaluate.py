@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,6 +65,7 @@ def main(
         meta = prepared_meta(data)
 
         from ganops import tracking
+        from ganops.checkpoint import key_from_env
         from ganops.data.prepared import load_split
         from ganops.metrics.fid import FeatureStats
         from ganops.metrics.judge import judge_reference_stats, load_judge
@@ -74,11 +76,12 @@ def main(
         names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
         ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
         floor_data = _read_floor(floor, names, meta)
-        judge_net = load_judge(judge)
+        key = key_from_env(os.environ)
+        judge_net = load_judge(judge, key=key)
         if judge_net.meta.get("data_hash") != meta["content_hash"]:
             raise GanopsError(f"{judge}: judge was trained on data {judge_net.meta.get('data_hash')}, the "
                               f"prepared data is {meta['content_hash']}; rerun `dvc repro judge`")
-        gens = [(path, *load_generator(path)) for path in generator]
+        gens = [(path, *load_generator(path, key=key)) for path in generator]
         for path, _, gcfg in gens:
             if gcfg.get("data_hash") not in (None, meta["content_hash"]):
                 raise GanopsError(f"{path}: generator was trained on data {gcfg['data_hash']}, the prepared "

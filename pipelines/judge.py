@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,9 @@ def main(
     """Train the judge classifier on the prepared train split; report its test accuracy."""
 
     def go() -> None:
+        from ganops.checkpoint import key_from_env
+
+        key = key_from_env(os.environ)
         cfg = load_section(params, "judge", JudgeConfig)
         track = load_section(params, "tracking", TrackingConfig)
         meta = prepared_meta(data)
@@ -43,7 +47,8 @@ def main(
                                    runtime=cfg, log=typer.echo)
             names = meta["class_names"]
             save_judge(model_out, model, {"class_names": names, "test_accuracy": m["test_accuracy"],
-                                          "data_hash": meta["content_hash"], "mlflow_run_id": mlrun.run_id})
+                                          "data_hash": meta["content_hash"], "mlflow_run_id": mlrun.run_id},
+                       key=key)
             # timings go to MLflow only: the DVC metrics file stays identical for identical inputs
             out = {"test_accuracy": m["test_accuracy"], "train_accuracy": m["train_accuracy"],
                    "train_loss": m["train_loss"], "epochs": m["epochs"], "steps": m["steps"],

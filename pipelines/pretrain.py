@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,9 @@ def main(
     """Train the autoencoder whose weights initialise G and D."""
 
     def go() -> None:
+        from ganops.checkpoint import key_from_env, save_checkpoint
+
+        key = key_from_env(os.environ)  # checked before the work, not after it
         cfg = load_section(params, "pretrain", PretrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
@@ -34,7 +38,6 @@ def main(
         test_x, _ = load_split(data, "test")
 
         from ganops import tracking
-        from ganops.checkpoint import save_checkpoint
         from ganops.io import write_csv, write_json
         from ganops.training.autoencoder import pretrain_autoencoder
 
@@ -45,7 +48,7 @@ def main(
             config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                       "variational": cfg.variational, "data_hash": meta["content_hash"],
                       "mlflow_run_id": mlrun.run_id}
-            save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config)
+            save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config, key=key)
             write_json(metrics, res.metrics)
             write_csv(plots, res.history)
             mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})

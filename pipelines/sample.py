@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,7 @@ def main(
     """Draw images from a generator into a PNG grid; pickle-free for registry models."""
 
     def go() -> None:
+        from ganops.checkpoint import key_from_env
         from ganops.errors import GanopsError
         from ganops.models.shipped import load_generator, sample_images
         from ganops.sampling import interpolate as interp
@@ -35,7 +37,7 @@ def main(
 
             G, config = load_registered_generator(model)
         else:
-            G, config = load_generator(model)
+            G, config = load_generator(model, key=key_from_env(os.environ))
         try:
             if interpolate:
                 images = interp(G, config, n, seed, class_id)

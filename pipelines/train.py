@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,11 +17,12 @@ from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
 ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth")
 
 
-def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any],
+                       key: bytes | None) -> dict[str, Any]:
     """The pretrained autoencoder's weights, after checking they fit this G and D."""
     from ganops.checkpoint import load_checkpoint
 
-    state, config = load_checkpoint(path, kind="autoencoder")
+    state, config = load_checkpoint(path, kind="autoencoder", key=key)
     # ModelConfig gives fields a checkpoint predates their defaults (e.g. depth 0), as when it was written.
     saved_cfg = ModelConfig(**config["model"])
     for k in ARCH_KEYS:
@@ -52,29 +54,32 @@ def main(
     """Adversarial training of the generator."""
 
     def go() -> None:
+        from ganops.checkpoint import key_from_env
+
+        key = key_from_env(os.environ)  # a bad key fails here, not after a whole training
         cfg = load_section(params, "train", TrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
         meta = prepared_meta(data)
-        ae_state = _autoencoder_state(autoencoder, model_cfg, meta) if cfg.init_from_autoencoder else None
+        ae_state = _autoencoder_state(autoencoder, model_cfg, meta, key) if cfg.init_from_autoencoder else None
 
         from ganops.training.distributed import cleanup_distributed, init_distributed
 
         dist = init_distributed(cfg.device)
         try:
-            _train(cfg, model_cfg, track, meta, ae_state, dist)
+            _train(cfg, model_cfg, track, meta, ae_state, dist, key)
         finally:
             cleanup_distributed()
 
     def _train(cfg: TrainConfig, model_cfg: ModelConfig, track: TrackingConfig, meta: dict[str, Any],
-               ae_state: dict[str, Any] | None, dist: Any) -> None:
+               ae_state: dict[str, Any] | None, dist: Any, key: bytes | None) -> None:
         from ganops.data.prepared import load_split
         from ganops.training.gan import train_gan
 
         train_x, train_y = load_split(data, "train")
         test_x, _ = load_split(data, "test")
         k = meta["num_classes"]
-        score_fn = _score_fn(cfg, model_cfg, test_x, k, meta) if dist.is_main else None
+        score_fn = _score_fn(cfg, model_cfg, test_x, k, meta, key) if dist.is_main else None
         logged = {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg),
                   "score": "judge-fid" if judge is not None else "pixel-fd"}
         if dist.is_main:
@@ -89,12 +94,13 @@ def main(
 
             res = train_gan(cfg, model_cfg, train_x, train_y, k, checkpoints, mlrun or NullSink(),
                             ae_state=ae_state, resume=resume, score_fn=score_fn, dist=dist,
-                            log=typer.echo if dist.is_main else (lambda *_: None))
+                            log=typer.echo if dist.is_main else (lambda *_: None), key=key)
             if not dist.is_main:
                 return
-            _write_outputs(cfg, model_cfg, meta, res, mlrun, logged)
+            _write_outputs(cfg, model_cfg, meta, res, mlrun, logged, key)
 
-    def _score_fn(cfg: TrainConfig, model_cfg: ModelConfig, test_x: Any, k: int, meta: dict[str, Any]) -> Any:
+    def _score_fn(cfg: TrainConfig, model_cfg: ModelConfig, test_x: Any, k: int, meta: dict[str, Any],
+                  key: bytes | None) -> Any:
         """Judge FID of n_eval samples vs the test split (pixel FD without a judge), lower is better."""
         n = min(cfg.n_eval, len(test_x))
         args = (n, model_cfg.latent_dim, model_cfg.latent_dist, k, model_cfg.conditional, cfg.seed)
@@ -104,20 +110,20 @@ def main(
             return pixel_fd_scorer(test_x, *args)
         from ganops.metrics.judge import judge_score_fn, load_judge
 
-        net = load_judge(judge)
+        net = load_judge(judge, key=key)
         if net.meta.get("data_hash") != meta["content_hash"]:
             raise GanopsError(f"{judge}: judge was trained on other data; rerun `dvc repro judge`")
         return judge_score_fn(net, test_x, *args)
 
     def _write_outputs(cfg: TrainConfig, model_cfg: ModelConfig, meta: dict[str, Any], res: Any, mlrun: Any,
-                       logged: dict[str, Any]) -> None:
+                       logged: dict[str, Any], key: bytes | None) -> None:
         from ganops.checkpoint import save_checkpoint
         from ganops.io import write_csv, write_json
 
         config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                   "num_classes": meta["num_classes"], "class_names": meta["class_names"],
                   "data_hash": meta["content_hash"], "ema": cfg.ema_decay > 0, "mlflow_run_id": mlrun.run_id}
-        save_checkpoint(model_out, "generator", {"model": res.generator.state_dict()}, config)
+        save_checkpoint(model_out, "generator", {"model": res.generator.state_dict()}, config, key=key)
         write_json(metrics, res.metrics)
         write_csv(plots, res.history)
         mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})

@@ -194,9 +194,10 @@ def _accuracy(pred: np.ndarray, labels: torch.Tensor, num_classes: int) -> tuple
 
 # ---- checkpoint ----------------------------------------------------------------------------------
 
-def save_judge(path: str | Path, model: JudgeNet, config: dict[str, Any]) -> Path:
+def save_judge(path: str | Path, model: JudgeNet, config: dict[str, Any], key: bytes | None = None) -> Path:
     """Write the judge's weights with `config` (class_names, test_accuracy, data_hash, ...) plus the
-    architecture (channels, image_size, num_classes, width, feature_dim); returns the path."""
+    architecture (channels, image_size, num_classes, width, feature_dim); returns the path. Signed
+    when `key` is given (see `ganops.checkpoint`)."""
     arch = {**model.config, "arch_version": ARCH_VERSION}
     clash = {k: (config[k], v) for k, v in arch.items() if k in config and config[k] != v}
     if clash:
@@ -205,13 +206,14 @@ def save_judge(path: str | Path, model: JudgeNet, config: dict[str, Any]) -> Pat
     if names is not None and len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class_names for a {model.num_classes}-class judge")
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    return save_checkpoint(path, KIND, state, {**config, **arch})
+    return save_checkpoint(path, KIND, state, {**config, **arch}, key=key)
 
 
-def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> JudgeNet:
+def load_judge(path: str | Path, map_location: str | torch.device = "cpu", key: bytes | None = None) -> JudgeNet:
     """The judge saved at `path`, in eval mode, its checkpoint config in `.meta`; CheckpointError if the
-    file is missing, altered, not a judge, or of another architecture version."""
-    state, cfg = load_checkpoint(path, kind=KIND, map_location=map_location)
+    file is missing, altered, not a judge, of another architecture version, or (given `key`) not signed
+    with `key`."""
+    state, cfg = load_checkpoint(path, kind=KIND, map_location=map_location, key=key)
     if cfg.get("arch_version") != ARCH_VERSION:
         raise CheckpointError(f"{path}: judge architecture version {cfg.get('arch_version')}, expected "
                               f"{ARCH_VERSION}; retrain the judge")

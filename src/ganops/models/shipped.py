@@ -26,15 +26,16 @@ from ganops.models.autoencoder import build_generator
 from ganops.models.latent import sample_latent
 
 
-def load_generator(path: str | Path,
-                   map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_generator(path: str | Path, map_location: str | torch.device = "cpu",
+                   key: bytes | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(G in eval mode, its config) from the shipped generator file (kind "generator") or from a training
     checkpoint (kind "gan": its EMA G, else G), so `evaluate` can score `checkpoints/*.pt` too.
 
     The config always has model, image_size, channels and num_classes at top level. CheckpointError if
-    the file is missing, altered, of another kind, or its weights do not fit its config.
+    the file is missing, altered, of another kind, (given `key`) not signed with `key`, or its weights
+    do not fit its config.
     """
-    state, config = load_checkpoint(path, kind=("generator", "gan"), map_location=map_location)
+    state, config = load_checkpoint(path, kind=("generator", "gan"), map_location=map_location, key=key)
     if "G" in state and "data" in config:  # a training checkpoint (`checkpoints/last.pt`, `best.pt`)
         weights = state["ema"] if state.get("ema") is not None else state["G"]
         config = {**config, **config["data"]}

@@ -80,8 +80,9 @@ class _Run:
 
     def __init__(self, game: Game, plan: EpochPlan, cfg: TrainConfig, config: dict[str, Any], ckpt_dir: Path,
                  sink: MetricSink, log: Callable[[str], Any], score_fn: Callable[[Generator], float] | None,
-                 dist: DistInfo) -> None:
+                 dist: DistInfo, key: bytes | None) -> None:
         self.game, self.plan, self.cfg, self.config, self.dist = game, plan, cfg, config, dist
+        self.key = key  # checkpoint signing key (None: plain digest only)
         self.sink, self.log, self.score_fn = sink, log, score_fn
         self.last_path, self.best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
         self.pos = Position()
@@ -100,7 +101,7 @@ class _Run:
 
     # ---------------------------------------------------------------- checkpoints
     def resume(self) -> None:
-        state, self.pos, notes = read_gan_checkpoint(self.last_path, self.config)
+        state, self.pos, notes = read_gan_checkpoint(self.last_path, self.config, self.key)
         for note in notes:
             self.log(f"resume: {note} (allowed, but the run is no longer the one checkpointed)")
         self.game.load(state)
@@ -123,7 +124,8 @@ class _Run:
         rng = gather_objects(capture_rng(game.streams), self.dist)
         if self.dist.is_main:
             paths = [self.last_path, self.best_path] if is_best else [self.last_path]
-            write_gan_checkpoint(paths, game.state(), self.pos, self.history, self.best, rng, self.config)
+            write_gan_checkpoint(paths, game.state(), self.pos, self.history, self.best, rng, self.config,
+                                 self.key)
         self.saved_step = self.pos.step
         barrier(self.dist)
 
@@ -229,13 +231,15 @@ class _Run:
 def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, train_y: torch.Tensor,
               num_classes: int, ckpt_dir: Path, sink: MetricSink, ae_state: dict[str, Any] | None = None,
               resume: bool = False, score_fn: Callable[[Generator], float] | None = None,
-              dist: DistInfo | None = None, log: Callable[[str], Any] = print) -> GanResult:
+              dist: DistInfo | None = None, log: Callable[[str], Any] = print,
+              key: bytes | None = None) -> GanResult:
     """Train G and D on uint8 images (N, C, H, W) with int64 labels (N,); see the module docstring.
 
     `ae_state`: an autoencoder state_dict, loaded into G and D.trunk when cfg.init_from_autoencoder.
     `resume`: continue from ckpt_dir/last.pt (weights, optimisers, EMA, RNG, position in the epoch).
     `score_fn(G_eval) -> float`: lower is better; called at each epoch end on rank 0; best.pt tracks it.
     `dist`: from `init_distributed()`; only rank 0 reports, logs and writes checkpoints.
+    `key`: sign last.pt / best.pt with it and require its signature on resume (`ganops.checkpoint`).
     cfg.max_steps counts G steps over the whole run, resumed parts included.
     Raises GanopsError (bad input, resume problems) and NonFiniteLoss (NaN/inf loss).
     """
@@ -253,7 +257,7 @@ def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, t
         raise GanopsError(f"train_gan: {e}") from None
     plan = EpochPlan(len(train_x), cfg, dist)
     config = run_config(cfg, model_cfg, tuple(train_x.shape[1:]), num_classes, dist.world_size)
-    run = _Run(game, plan, cfg, config, Path(ckpt_dir), sink, log, score_fn, dist)
+    run = _Run(game, plan, cfg, config, Path(ckpt_dir), sink, log, score_fn, dist, key)
     if not resume and cfg.init_from_autoencoder:
         if ae_state is None:
             raise GanopsError("train.init_from_autoencoder is true but no autoencoder weights were given")

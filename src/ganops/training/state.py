@@ -149,21 +149,25 @@ class Position:
 
 
 def write_gan_checkpoint(paths: list[Path], nets: dict[str, Any], pos: Position, history: list[dict[str, float]],
-                         best_score: float, rng: list[dict[str, Any]], config: dict[str, Any]) -> None:
+                         best_score: float, rng: list[dict[str, Any]], config: dict[str, Any],
+                         key: bytes | None = None) -> None:
     """Atomically write the same full state to each path (last.pt, and best.pt when it improved).
 
-    `nets`: state_dicts of G, D, ema (or None), opt_g, opt_d; `rng`: `capture_rng()` of every rank.
+    `nets`: state_dicts of G, D, ema (or None), opt_g, opt_d; `rng`: `capture_rng()` of every rank;
+    `key`: sign with it (see `ganops.checkpoint`).
     """
     state = {**nets, **dataclasses.asdict(pos), "history": history, "best_score": best_score, "rng": rng}
     for p in paths:
-        save_checkpoint(p, "gan", state, config)
+        save_checkpoint(p, "gan", state, config, key=key)
 
 
-def read_gan_checkpoint(path: Path, config: dict[str, Any]) -> tuple[dict[str, Any], Position, list[str]]:
-    """(state, position, notes) of a checkpoint to resume from; GanopsError if absent or incompatible."""
+def read_gan_checkpoint(path: Path, config: dict[str, Any],
+                        key: bytes | None = None) -> tuple[dict[str, Any], Position, list[str]]:
+    """(state, position, notes) of a checkpoint to resume from; GanopsError if absent or incompatible,
+    CheckpointError if not intact or (given `key`) not signed with it."""
     if not path.is_file():
         raise GanopsError(f"{path}: no checkpoint to resume from; run without resume first")
-    state, saved = load_checkpoint(path, kind="gan")
+    state, saved = load_checkpoint(path, kind="gan", key=key)
     notes = check_resumable(saved, config, str(path))
     pos = Position(state["step"], state["epochs_done"], state["epoch_step"])
     return state, pos, notes
@@ -218,10 +222,10 @@ class StepMeter:
         return self.images / max(self.train_seconds, 1e-9)
 
 
-def generator_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def generator_from_checkpoint(path: Path, key: bytes | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The shipped generator of a GAN checkpoint (its EMA, or G when trained without one), eval mode,
-    on CPU, and the checkpoint's config (train, model, data sections)."""
-    state, config = load_checkpoint(path, kind="gan")
+    on CPU, and the checkpoint's config (train, model, data sections); `key` as in `load_checkpoint`."""
+    state, config = load_checkpoint(path, kind="gan", key=key)
     model_cfg = ModelConfig(**config["model"])
     data = config["data"]
     G = build_generator(model_cfg, data["image_size"], data["channels"], data["num_classes"])
