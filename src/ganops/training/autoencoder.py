@@ -13,6 +13,7 @@ from ganops import losses
 from ganops.config import ModelConfig, PretrainConfig
 from ganops.models import Autoencoder, build_autoencoder
 from ganops.training.common import MetricSink, autocast, progress_bar, seed_everything, setup_runtime, to_model_input
+from ganops.training.flops import counted
 
 N_SHOW = 16  # test images shown beside their reconstructions
 N_INTERP = 10  # steps of each latent interpolation row
@@ -103,6 +104,7 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
     x_show = to_model_input(test_x[:N_SHOW], device, cfg.channels_last)
     rows: list[dict[str, float]] = []
     step = 0
+    step_flops: int | None = None  # matmul/conv FLOPs of one step (training.flops), for the compute budget
     steps_per_epoch = len(_batches(len(train_x), cfg.batch_size, torch.Generator().manual_seed(0)))
     log(f"pretrain: {'VAE' if cfg.variational else 'autoencoder'} on {len(train_x)} images {c}×{h}×{w}, "
         f"{cfg.epochs} epochs × {steps_per_epoch} steps, device {device}, "
@@ -113,11 +115,19 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
             run_loss, seen = 0.0, 0
             for idx in _batches(len(train_x), cfg.batch_size, gen):
                 x = to_model_input(train_x[idx], device, cfg.channels_last)  # (B, C, H, W)
-                with autocast(device, amp):
-                    loss, rec = _step_loss(model, x, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+                def take_step() -> tuple[torch.Tensor, torch.Tensor]:
+                    with autocast(device, amp):
+                        loss, rec = _step_loss(model, x, cfg)  # noqa: B023 (called right here)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    return loss, rec
+
+                if step_flops is None:  # every batch has the same shape: count the first step
+                    (loss, rec), step_flops = counted(take_step)
+                else:
+                    loss, rec = take_step()
                 step += 1
                 run_loss += rec.item() * len(x)
                 seen += len(x)
@@ -151,6 +161,7 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
         "test_loss": float(last.get("test_loss", evaluate_reconstruction(model, test_x, cfg, device, amp))),
         "img_per_s": float(history["img_per_s"].mean()) if rows else 0.0,
         "seconds": float(history["seconds"].sum()) if rows else 0.0,
+        **({"flops_per_step": float(step_flops), "train_flops": float(step_flops * step)} if step_flops else {}),
     }
     model.eval()
     return PretrainResult(model=model, history=history, metrics=metrics)

@@ -14,21 +14,50 @@ shapes only, not on the CPU, the precision or the values.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 if TYPE_CHECKING:
     from ganops.training.game import Game
 
+T = TypeVar("T")
+
+
+def counted(fn: Callable[[], T]) -> tuple[T, int]:
+    """(fn(), the FLOPs FlopCounterMode saw while it ran, forward and backward). Counting only
+    observes: the result is the same as fn()'s uncounted, so a loop can count its real first step."""
+    with _TotalFlopCounter() as fc:
+        out = fn()
+    return out, int(fc.get_total_flops())
+
+
+class _NoModules:
+    """Stands in for FlopCounterMode's ModuleTracker: every count goes to the total only."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _NoModules:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _TotalFlopCounter(FlopCounterMode):
+    """FlopCounterMode without per-module attribution. Its ModuleTracker hooks every module's backward,
+    which breaks `torch.autograd.grad` inside the step (gradient penalty, R1: "a leaf node was passed to
+    _will_engine_execute_node"); ganops needs the total only."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False)
+        self.mod_tracker = _NoModules()
+
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs FlopCounterMode sees while `fn` runs (forward and backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
+    return counted(fn)[1]
 
 
 def step_flops(game: Game, batches: list[torch.Tensor], step: int = 1) -> int:

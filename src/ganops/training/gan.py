@@ -34,6 +34,7 @@ from ganops.models import Discriminator, Generator, sample_latent
 from ganops.training import common
 from ganops.training.common import MetricSink
 from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
+from ganops.training.flops import counted
 from ganops.training.game import Game, generate
 from ganops.training.state import (
     STATS,
@@ -91,6 +92,7 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.last_means: dict[str, float] | None = None  # STATS averaged over the last full epoch
         self.meter = StepMeter(dist, plan.batch * plan.d_steps * dist.world_size)
+        self.step_flops: int | None = None  # matmul/conv FLOPs of one G step on all ranks (training.flops)
         fixed = stream_generator(cfg.seed, "fixed-samples")  # the same z every epoch and every run
         lat, dev = game.model_cfg.latent_dim, game.device
         self.z_grid = sample_latent(N_GRID, lat, game.model_cfg.latent_dist, generator=fixed).to(dev)
@@ -203,7 +205,12 @@ class _Run:
                 for i in range(self.pos.epoch_step, plan.steps_per_epoch):
                     if self.pos.step >= total:
                         break
-                    self.meter.add(game.train_step(batches[i], self.pos.step))
+                    if self.step_flops is None:  # every step has the same shapes: count the first one taken
+                        stats, flops = counted(lambda: game.train_step(batches[i], self.pos.step))  # noqa: B023
+                        self.step_flops = flops * self.dist.world_size
+                    else:
+                        stats = game.train_step(batches[i], self.pos.step)
+                    self.meter.add(stats)
                     self.pos.step, self.pos.epoch_step = self.pos.step + 1, i + 1
                     info = None
                     if self.pos.step % cfg.log_every == 0:
@@ -224,6 +231,9 @@ class _Run:
         scores = [r["score"] for r in self.history if not math.isnan(r["score"])]
         m = {"steps": float(self.pos.step), "epochs": float(self.pos.epochs_done), **means,
              "img_per_s": self.meter.throughput(), "train_seconds": self.meter.train_seconds,
+             # the compute budget (issue 13), the same on every machine: FLOPs per step × steps of the whole run
+             **({"flops_per_step": float(self.step_flops), "train_flops": float(self.step_flops * self.pos.step)}
+                if self.step_flops is not None else {}),
              **({"score": scores[-1], "best_score": self.best} if scores else {})}
         return {k: v for k, v in m.items() if math.isfinite(v)}
 
