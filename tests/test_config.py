@@ -170,3 +170,13 @@ def test_profile_set_writes_a_valid_merge(tmp_path: Path) -> None:
     merged = C.read_params(params)
     assert merged["train"]["epochs"] == 3 and merged["seed"] == 7
     assert load_section(params, "train", C.TrainConfig).seed == 7
+
+
+def test_profile_with_nothing_to_change_keeps_params_byte_identical_with_its_comments(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_bytes()
+    for args in ([], ["-S", f"train.epochs={C.read_params(params)['train']['epochs']}"]):
+        res = runner.invoke(app, ["profile", "--params", str(params), *args])
+        assert res.exit_code == 0, res.output
+        assert params.read_bytes() == before

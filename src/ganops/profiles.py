@@ -65,5 +65,6 @@ def apply_profile(params: str | Path, profile: str | Path | None = None, sets: l
             C.section_of(merged, name, cls, layer(name))
     changed = [f"{s}.{k}" if isinstance(v, dict) else s for s, v in over.items()
                for k in (v if isinstance(v, dict) else [None])]
-    write_atomic(params, yaml.safe_dump(merged, sort_keys=False).encode())
+    if merged != base:  # a no-op keeps the file as it is, comments and all
+        write_atomic(params, yaml.safe_dump(merged, sort_keys=False).encode())
     return changed
