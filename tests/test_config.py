@@ -116,7 +116,7 @@ def test_the_shipped_params_and_profiles_stay_within_the_bounds(tmp_path: Path) 
 # ---------------------------------------------------------------- ganops profile -S
 
 BAD_SETS = [
-    ("train.epochs=-1", "--set: train.epochs: must be in 0..10000, got -1"),
+    ("train.epochs=-1", "--set: train.epochs: must be >= 0 and <= 10000, got -1"),
     ("model.g_width=abc", "--set: model.g_width: must be an integer, got 'abc'"),
     ("nosuch.key=1", "--set: unknown section 'nosuch'"),
     ("seed=abc", "--set: seed: must be an integer"),
@@ -124,7 +124,7 @@ BAD_SETS = [
     ("train=5", "--set: section 'train' must be a mapping"),
     ("train.epochs=[1", "--set 'train.epochs=[1': not valid YAML"),
     ("train..epochs=1", "expected section.key=value"),
-    ("judge.width=100000000", "--set: judge.width: must be in 1..1024"),
+    ("judge.width=100000000", "--set: judge.width: must be >= 1 and <= 1024"),
     ("train={epochs: 1, epochs: 2}", "written twice"),
     ("evaluate.metrics=[[fid]]", "--set: evaluate.metrics: must be a list of strings"),
 ]
@@ -147,7 +147,7 @@ def test_profile_refuses_when_the_result_is_invalid_in_a_section_it_does_not_tou
     params.write_text(yaml.safe_dump({"seed": 1, "judge": {"width": 10**9}, "train": {"epochs": 2}}))
     before = params.read_bytes()
     res = runner.invoke(app, ["profile", "--params", str(params), "-S", "train.epochs=3"])
-    one_line_exit_2(res, f"{params}: judge.width: must be in 1..1024")
+    one_line_exit_2(res, f"{params}: judge.width: must be >= 1 and <= 1024")
     assert params.read_bytes() == before
 
 

@@ -47,7 +47,7 @@ def _show(value: Any) -> str:
 def _in(obj: object, key: str, lo: float, hi: float) -> None:
     """obj.key within [lo, hi]: the bound every size-like field gets, so a typo never asks for terabytes."""
     v = getattr(obj, key)
-    _check(lo <= v <= hi, key, f"must be in {lo}..{hi}, got {_show(v)}")
+    _check(lo <= v <= hi, key, f"must be >= {lo} and <= {hi}, got {_show(v)}")
 
 
 # Upper bounds: each admits every realistic use (the largest shipped value is in profiles/gpu.yaml) by a
