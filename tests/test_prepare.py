@@ -268,3 +268,108 @@ def test_real_fashion_mnist_from_debian_package(tmp_path):
     x, y = load_split(out, "test")
     assert tuple(x.shape) == (10000, 1, 28, 28)
     assert np.bincount(y.numpy()).tolist() == [1000] * 10
+
+
+# ---------------------------------------------------------------- hostile source files and side files
+
+
+def test_idx_header_promising_zero_images_or_extra_bytes_is_refused_naming_the_file(tmp_path, idx_dir):
+    for stem, arr in (("t10k-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8)),
+                      ("t10k-labels-idx1-ubyte", np.zeros(0, np.uint8))):
+        with gzip.open(idx_dir / f"{stem}.gz", "wb") as f:
+            f.write(idx_bytes(arr))
+    res, out = prepare(tmp_path, {"source": "fashion-mnist", "path": str(idx_dir)})
+    assert_clean_failure(res, out, 2, "t10k-images-idx3-ubyte.gz", "header says 0×28×28: no images")
+    _one_line(res)
+    with gzip.open(idx_dir / "t10k-images-idx3-ubyte.gz", "wb") as f:  # a body past the header's promise
+        f.write(idx_bytes(np.zeros((100, 28, 28), np.uint8)) + bytes(10**6))
+    res, out = prepare(tmp_path, {"source": "fashion-mnist", "path": str(idx_dir)})
+    assert_clean_failure(res, out, 2, "t10k-images-idx3-ubyte.gz", "file holds more than 78400")
+
+
+def write_1bit_png(path: Path, width: int, height: int) -> None:
+    """A real, all-black 1-bit PNG of width×height: a few kB on disk, width·height pixels decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+# PIL only warns (and decodes) at 144 MP, raises at 400 MP; with its limit switched off ganops still refuses
+@pytest.mark.parametrize(("side", "pil_limit"), [(12_000, True), (20_000, True), (12_000, False)])
+def test_a_decompression_bomb_in_a_folder_is_one_line_naming_it(tmp_path, image_folder, side, pil_limit,
+                                                                  monkeypatch):
+    from PIL import Image
+
+    if not pil_limit:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    write_1bit_png(image_folder / "cat" / "bomb.png", side, side)
+    res, out = prepare(tmp_path, {"source": "folder", "path": str(image_folder)})
+    assert_clean_failure(res, out, 2, "bomb.png", "decompression bomb")
+    _one_line(res)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_grayscale_pngs_are_scaled_to_8_bits_not_clipped(tmp_path, channels):
+    from PIL import Image
+
+    from ganops.data.prepared import SPLITS, load_split
+
+    rng = np.random.default_rng(0)
+    root, expected = tmp_path / "deep", set()
+    for k, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            a = rng.integers(0, 65536, size=(28, 28), dtype=np.uint16)
+            if i == 0:  # a full-range gradient, as in the issue (became 99.5 % white)
+                a[:] = np.linspace(0, 65535, 28).astype(np.uint16)[:: 1 - 2 * k]
+            Image.fromarray(a).save(root / name / f"{i}.png")  # mode I;16: a real 16-bit PNG
+            expected.add(np.repeat((a >> 8).astype(np.uint8)[None], channels, 0).tobytes())  # (C, H, W)
+    res, out = prepare(tmp_path, {"source": "folder", "path": str(root), "channels": channels})
+    assert res.exit_code == 0, res.output
+    x = np.concatenate([load_split(out, s)[0].numpy() for s in SPLITS])  # (20, C, 28, 28)
+    assert {img.tobytes() for img in x} == expected
+    assert x.min() == 0 and x.max() == 255 and (x == 255).mean() < 0.01
+
+
+def _odd_file(kind: str, d: Path) -> Path:
+    from PIL import Image
+
+    f = d / f"odd-{kind}.png"
+    if kind == "zero-byte":
+        f.write_bytes(b"")
+    elif kind == "truncated":
+        Image.fromarray(np.full((20, 20, 3), 99, np.uint8)).save(f)
+        f.write_bytes(f.read_bytes()[:60])
+    elif kind == "symlink-loop":
+        f.symlink_to(f.name)
+    elif kind == "dangling-symlink":
+        f.symlink_to(d / "nowhere.png")
+    elif kind == "fifo":  # open() would block until a writer came
+        import os
+
+        os.mkfifo(f)
+    elif kind in ("float", "int32"):  # TIFF content under a .png name: PIL goes by content
+        arr = np.linspace(0, 1, 400, dtype=np.float32) if kind == "float" else np.arange(400, dtype=np.int32) << 20
+        Image.fromarray(arr.reshape(20, 20)).save(f, format="TIFF")
+    return f
+
+
+ODD = {"zero-byte": "cannot decode image", "truncated": "cannot decode image",
+       "symlink-loop": "not a regular file", "dangling-symlink": "not a regular file", "fifo": "not a regular file",
+       "float": "floating-point pixels (PIL mode F)", "int32": "32-bit integer pixels (PIL mode I)"}
+
+
+@pytest.mark.parametrize("kind", list(ODD))
+def test_odd_files_in_a_folder_are_one_line_naming_them(tmp_path, image_folder, kind):
+    f = _odd_file(kind, image_folder / "dog")
+    res, out = prepare(tmp_path, {"source": "folder", "path": str(image_folder)})
+    assert_clean_failure(res, out, 2, f.name, ODD[kind])
+    _one_line(res)

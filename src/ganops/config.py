@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from yaml.nodes import MappingNode
 
 from ganops.errors import GanopsError
 
@@ -33,7 +36,43 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ValueError(f"{key}: {msg}")
 
 
+def _show(value: Any) -> str:
+    """A value for an error line: short, and never str() of a 5000-digit int (a ValueError in Python)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _in(obj: object, key: str, lo: float, hi: float) -> None:
+    """obj.key within [lo, hi]: the bound every size-like field gets, so a typo never asks for terabytes."""
+    v = getattr(obj, key)
+    _check(lo <= v <= hi, key, f"must be >= {lo} and <= {hi}, got {_show(v)}")
+
+
+# Upper bounds: each admits every realistic use (the largest shipped value is in profiles/gpu.yaml) by a
+# wide margin and refuses what can only be a typo or an attack (a judge.width that asks for 72 TB).
 MAX_DEPTH = 4  # model.depth bound, shared with models/blocks.check_depth: catches typos like 40
+MAX_WIDTH = 1024  # base channel count of any network (gpu.yaml: 128)
+MAX_LATENT = 4096
+MAX_BATCH = 8192  # any batch size (gpu.yaml: 128 for training, 200 for Inception)
+MAX_EPOCHS = 10_000  # gpu.yaml: 100
+MAX_STEPS = 100_000_000  # train.max_steps and log_every (100 epochs of 60k images at batch 128: 47k steps)
+MAX_SAMPLES = 200_000  # generated images for one metric: 4× fid50k, the largest protocol in use
+MAX_GRID = 1024  # images in one logged grid
+MAX_D_STEPS = 100  # D updates per G update (WGAN's 5 is the usual maximum)
+MAX_THREADS = 1024
+MAX_IMAGES = 1_000_000_000  # data.limit: a cap, never an allocation, but past any dataset
+MAX_LOSS_WEIGHT = 1e4  # gp / R1 / KL weights: 10 and 100 are usual; far above, losses overflow to inf
+# numpy's default_rng takes any int >= 0, torch's manual_seed any int < 2**64; below 2**63 leaves room for
+# seed + epoch (DistributedSampler) and fits an int64 wherever a seed is stored.
+SEED_MAX = 2**63 - 1
+
+
+def check_seed(value: Any, key: str = "seed") -> None:
+    """The one seed rule: an integer every RNG ganops seeds (random, numpy, torch) takes."""
+    _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX, key,
+           f"must be an integer in 0..2**63-1, got {_show(value)}")
 
 
 @dataclass(frozen=True)
@@ -55,12 +94,14 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.source in SOURCES, "source", f"must be one of {', '.join(SOURCES)}, got {self.source!r}")
         _check(bool(self.path), "path", "must not be empty")
-        _check(self.limit is None or self.limit > 0, "limit", f"must be null or > 0, got {self.limit}")
+        _check(self.limit is None or 1 <= self.limit <= MAX_IMAGES, "limit",
+               f"must be null or in 1..{MAX_IMAGES}, got {self.limit}")
         _check(self.image_size in IMAGE_SIZES, "image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size}")
         _check(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
         _check(0 < self.test_fraction < 1, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _check(0 <= self.class_balance_tolerance <= 1, "class_balance_tolerance",
                f"must be in [0, 1], got {self.class_balance_tolerance}")
+        check_seed(self.seed)
 
 
 LATENT_DISTS = ("normal", "uniform")
@@ -83,9 +124,9 @@ class ModelConfig:
     depth: int = 0  # extra 3×3 conv layers per resolution in G and D (0 = plain DCGAN)
 
     def __post_init__(self) -> None:
-        _check(1 <= self.latent_dim <= 4096, "latent_dim", f"must be in 1..4096, got {self.latent_dim}")
-        _check(4 <= self.g_width <= 1024, "g_width", f"must be in 4..1024, got {self.g_width}")
-        _check(4 <= self.d_width <= 1024, "d_width", f"must be in 4..1024, got {self.d_width}")
+        _in(self, "latent_dim", 1, MAX_LATENT)
+        _in(self, "g_width", 4, MAX_WIDTH)
+        _in(self, "d_width", 4, MAX_WIDTH)
         _check(not isinstance(self.depth, bool) and isinstance(self.depth, int) and 0 <= self.depth <= MAX_DEPTH,
                "depth", f"must be an integer in 0..{MAX_DEPTH}, got {self.depth!r}")
         _check(self.latent_dist in LATENT_DISTS, "latent_dist",
@@ -109,7 +150,7 @@ class RuntimeConfig:
         _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _check(self.precision in PRECISIONS, "precision",
                f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        _check(self.num_threads >= 0, "num_threads", f"must be >= 0, got {self.num_threads}")
+        _in(self, "num_threads", 0, MAX_THREADS)
 
 
 RECON_LOSSES = ("mse", "bce")
@@ -132,13 +173,14 @@ class PretrainConfig(RuntimeConfig):
 
     def __post_init__(self) -> None:
         self._check_runtime()
-        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
-        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        check_seed(self.seed)
+        _in(self, "epochs", 0, MAX_EPOCHS)
+        _in(self, "batch_size", 2, MAX_BATCH)
         _check(0 < self.lr < 1, "lr", f"must be in (0, 1), got {self.lr}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
         _check(self.loss in RECON_LOSSES, "loss", f"must be one of {', '.join(RECON_LOSSES)}, got {self.loss!r}")
-        _check(self.kl_weight >= 0, "kl_weight", f"must be >= 0, got {self.kl_weight}")
-        _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        _in(self, "kl_weight", 0, MAX_LOSS_WEIGHT)
+        _in(self, "log_every", 1, MAX_STEPS)
 
 
 GAN_LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")
@@ -170,23 +212,24 @@ class TrainConfig(RuntimeConfig):
 
     def __post_init__(self) -> None:
         self._check_runtime()
-        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
-        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        check_seed(self.seed)
+        _in(self, "epochs", 0, MAX_EPOCHS)
+        _in(self, "batch_size", 2, MAX_BATCH)
         for k in ("g_lr", "d_lr"):
             _check(0 < getattr(self, k) < 1, k, f"must be in (0, 1), got {getattr(self, k)}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
         _check(self.loss in GAN_LOSSES, "loss", f"must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}")
-        _check(self.gp_weight >= 0, "gp_weight", f"must be >= 0, got {self.gp_weight}")
-        _check(self.r1_weight >= 0, "r1_weight", f"must be >= 0, got {self.r1_weight}")
+        _in(self, "gp_weight", 0, MAX_LOSS_WEIGHT)
+        _in(self, "r1_weight", 0, MAX_LOSS_WEIGHT)
         _check(0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
-        _check(self.d_steps >= 1, "d_steps", f"must be >= 1, got {self.d_steps}")
+        _in(self, "d_steps", 1, MAX_D_STEPS)
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         ops = [o for o in self.diffaugment.split(",") if o.strip()]
         bad = [o for o in ops if o.strip() not in DIFFAUG_OPS]
         _check(not bad, "diffaugment", f"unknown op(s) {bad}; use a comma list of {', '.join(DIFFAUG_OPS)}")
-        _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
-        _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
-        _check(self.n_eval >= 2, "n_eval", f"must be >= 2, got {self.n_eval}")
+        _in(self, "max_steps", 0, MAX_STEPS)
+        _in(self, "log_every", 1, MAX_STEPS)
+        _in(self, "n_eval", 2, MAX_SAMPLES)
 
     @property
     def diffaugment_ops(self) -> tuple[str, ...]:
@@ -205,10 +248,11 @@ class JudgeConfig(RuntimeConfig):
 
     def __post_init__(self) -> None:
         self._check_runtime()
-        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        check_seed(self.seed)
+        _in(self, "epochs", 1, MAX_EPOCHS)
+        _in(self, "batch_size", 2, MAX_BATCH)
         _check(0 < self.lr < 1, "lr", f"must be in (0, 1), got {self.lr}")
-        _check(self.width >= 1, "width", f"must be >= 1, got {self.width}")
+        _in(self, "width", 1, MAX_WIDTH)
 
 
 METRIC_KINDS = ("fid", "kid", "pr")
@@ -228,15 +272,16 @@ class EvaluateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.num_samples >= 2, "num_samples", f"must be >= 2, got {self.num_samples}")
+        _in(self, "num_samples", 2, MAX_SAMPLES)
         bad = sorted(set(self.metrics) - set(METRIC_KINDS))
         _check(not bad and bool(self.metrics), "metrics",
                f"must be a non-empty list of {', '.join(METRIC_KINDS)}, got {list(self.metrics)}")
         _check("fid" in self.metrics, "metrics", "must include fid (the gate and the floor are FID)")
-        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.judge_samples >= 2, "judge_samples", f"must be >= 2, got {self.judge_samples}")
-        _check(self.grid_size >= 1, "grid_size", f"must be >= 1, got {self.grid_size}")
+        _in(self, "batch_size", 1, MAX_BATCH)
+        _in(self, "judge_samples", 2, MAX_SAMPLES)
+        _in(self, "grid_size", 1, MAX_GRID)
         _check(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -268,18 +313,85 @@ class TrackingConfig:
         _check(bool(self.experiment.strip()), "experiment", "must not be empty")
 
 
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "model": ModelConfig, "pretrain": PretrainConfig, "train": TrainConfig,
+    "judge": JudgeConfig, "evaluate": EvaluateConfig, "promote": PromoteConfig, "tracking": TrackingConfig,
+}
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _BadKey(yaml.YAMLError):
+    """A mapping key the strict loader refuses; its message is already one line for the user."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what YAML lets through silently: a key written twice (YAML keeps the second
+    without a word) and a key that is not a string (`1:`, `null:`, `on:` which YAML 1.1 reads as true)."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE:  # `<<: *anchor` merges; its keys may be overridden on purpose
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.tag != _STR:
+                start, end = key_node.start_mark, key_node.end_mark
+                shown = start.buffer[start.index:end.index] if start.buffer else key_node.id
+                raise _BadKey(f"key {shown} on line {line} is not a string (quote it, or fix the indent)")
+            if key_node.value in first:
+                raise _BadKey(f"key {key_node.value!r} on line {line} is written twice "
+                              f"(first on line {first[key_node.value]})")
+            first[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text → Python, through the strict loader; ConfigError naming `where` and the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _BadKey as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.MarkedYAMLError as e:
+        line = f" on line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"{where}: not valid YAML ({e.problem}{line})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML (nested too deeply)") from None
+    except (ValueError, OverflowError) as e:  # a constructor's: 2001-02-30, an int of 5000 digits
+        raise ConfigError(f"{where}: not valid YAML ({str(e).split(';')[0]})") from None
+
+
 def read_params(path: str | Path) -> dict[str, Any]:
-    """The whole params file as a dict; ConfigError when missing or not YAML."""
+    """The whole params file (or a profile) as a dict; ConfigError when missing, not UTF-8 or not YAML."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: params file not found")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    raw = parse_yaml(text, str(p))
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections at top level")
     return raw
+
+
+def check_params(raw: dict[str, Any], where: str) -> None:
+    """File-level rules: only known sections (a typo like `trian:` would silently run defaults) and a valid seed."""
+    unknown = [k for k in raw if k != "seed" and k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; known: seed, {', '.join(SECTIONS)}")
+    if "seed" in raw:
+        try:
+            check_seed(raw["seed"])
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def _coerce(value: Any, f: dataclasses.Field[Any], key: str) -> Any:
@@ -291,23 +403,27 @@ def _coerce(value: Any, f: dataclasses.Field[Any], key: str) -> Any:
         raise ValueError(f"{key}: must not be null")
     if t.startswith("bool"):
         if not isinstance(value, bool):
-            raise ValueError(f"{key}: must be true or false, got {value!r}")
+            raise ValueError(f"{key}: must be true or false, got {_show(value)}")
         return value
     if t.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: must be an integer, got {value!r}")
+            raise ValueError(f"{key}: must be an integer, got {_show(value)}")
         return value
     if t.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{key}: must be a finite number, got {value!r}")
+        # an int past 1e308 cannot become a float at all (OverflowError): as non-finite as inf
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or abs(value) > sys.float_info.max or not math.isfinite(value)):
+            raise ValueError(f"{key}: must be a finite number, got {_show(value)}")
         return float(value)
     if t.startswith("str"):
         if not isinstance(value, str):
-            raise ValueError(f"{key}: must be a string, got {value!r}")
+            raise ValueError(f"{key}: must be a string, got {_show(value)}")
+        _check(not any(unicodedata.category(c) == "Cc" for c in value), key,
+               f"must not hold control characters, got {_show(value)}")
         return value
     if t.startswith("tuple"):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: must be a list, got {value!r}")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: must be a list of strings, got {_show(value)}")
         return tuple(value)
     return value
 
@@ -315,7 +431,7 @@ def _coerce(value: Any, f: dataclasses.Field[Any], key: str) -> Any:
 def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
     """Build dataclass `cls` from a dict, rejecting unknown keys and bad types."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(str(k) for k in set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     try:
@@ -325,22 +441,29 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
         raise ConfigError(f"{where}.{e}") from None
 
 
-def load_section(path: str | Path, section: str, cls: type[T]) -> T:
-    """Load one params section (plus the top-level `seed`) into dataclass `cls`."""
-    raw = read_params(path)
+def section_of(raw: dict[str, Any], section: str, cls: type[T], where: str) -> T:
+    """Section `section` of a parsed params dict (plus the top-level `seed`) as dataclass `cls`."""
     values = raw.get(section)
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: section {section!r} must be a mapping")
+        raise ConfigError(f"{where}: section {section!r} must be a mapping")
     values = dict(values)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if "seed" in names and "seed" not in values and "seed" in raw:
         values["seed"] = raw["seed"]
-    return from_dict(cls, values, f"{path}: {section}")
+    return from_dict(cls, values, f"{where}: {section}")
+
+
+def load_section(path: str | Path, section: str, cls: type[T]) -> T:
+    """Load one params section (plus the top-level `seed`) into dataclass `cls`."""
+    raw = read_params(path)
+    check_params(raw, str(path))
+    return section_of(raw, section, cls, str(path))
 
 
 __all__ = [
     "ConfigError", "DataConfig", "EvaluateConfig", "JudgeConfig", "ModelConfig", "PromoteConfig",
-    "PretrainConfig", "RuntimeConfig", "TrainConfig", "TrackingConfig", "load_section", "read_params", "from_dict",
+    "PretrainConfig", "RuntimeConfig", "SECTIONS", "SEED_MAX", "TrainConfig", "TrackingConfig", "check_params",
+    "check_seed", "from_dict", "load_section", "parse_yaml", "read_params", "section_of",
 ]

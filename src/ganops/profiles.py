@@ -2,15 +2,14 @@
 
     apply_profile("params.yaml", "profiles/gpu.yaml", sets=["train.epochs=40"])
 
-Every section the result touches is loaded through its config dataclass first, so a typo in a profile
-is refused with the same one-line error a bad params.yaml gets, and params.yaml is left as it was.
+Every section of the result is loaded through its config dataclass first, so a typo in a profile or a
+`--set` is refused with the same one-line error a bad params.yaml gets, and params.yaml is left as it was.
 Meant for CI checkouts and GPU runners: the rewritten params.yaml keeps its values but not its comments
 (for experiments on a workstation, `dvc exp run -S section.key=value` keeps the file as it is).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,7 @@ import yaml
 from ganops import config as C
 from ganops.io import write_atomic
 
-SECTIONS: dict[str, type] = {
-    "data": C.DataConfig, "model": C.ModelConfig, "pretrain": C.PretrainConfig, "train": C.TrainConfig,
-    "judge": C.JudgeConfig, "evaluate": C.EvaluateConfig, "promote": C.PromoteConfig, "tracking": C.TrackingConfig,
-}
+SECTIONS = C.SECTIONS  # the sections a profile may touch: exactly those params.yaml has
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -35,34 +31,40 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _parse_set(item: str) -> dict[str, Any]:
     """"train.epochs=40" → {"train": {"epochs": 40}} (the value parsed as YAML, like `dvc exp run -S`)."""
     key, sep, value = item.partition("=")
-    if not sep or not key.strip():
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or not all(parts):
         raise C.ConfigError(f"--set {item!r}: expected section.key=value")
-    node: Any = yaml.safe_load(value) if value.strip() else ""
-    for part in reversed(key.strip().split(".")):
+    node: Any = C.parse_yaml(value, f"--set {item!r}") if value.strip() else ""
+    for part in reversed(parts):
         node = {part: node}
     return node
 
 
 def apply_profile(params: str | Path, profile: str | Path | None = None, sets: list[str] | None = None) -> list[str]:
-    """Merge `profile` (a YAML mapping of sections) and then `sets` into `params`; returns the changed keys."""
+    """Merge `profile` (a YAML mapping of sections) and then `sets` into `params`; returns the changed keys.
+
+    The merged result is checked with the loaders every stage uses (all its sections, not only the touched
+    ones) before params.yaml is rewritten; a refusal names the layer that last set the section.
+    """
     params = Path(params)
     base = C.read_params(params)
-    over: dict[str, Any] = {}
-    if profile is not None:
-        over = C.read_params(profile)
+    prof = C.read_params(profile) if profile is not None else {}
+    set_over: dict[str, Any] = {}
     for item in sets or []:
-        over = _merge(over, _parse_set(item))
+        set_over = _merge(set_over, _parse_set(item))
+    over = _merge(prof, set_over)
     merged = _merge(base, over)
-    for name in over:
-        if name == "seed":
-            continue
-        if name not in SECTIONS:
-            raise C.ConfigError(f"{profile or '--set'}: unknown section {name!r}; known: seed, {', '.join(SECTIONS)}")
-        section = dict(merged[name] or {})
-        if "seed" in {f.name for f in dataclasses.fields(SECTIONS[name])} and "seed" not in section:
-            section["seed"] = merged.get("seed", 0)
-        C.from_dict(SECTIONS[name], section, f"{profile or '--set'}: {name}")  # validate before writing
+
+    def layer(name: str) -> str:
+        return "--set" if name in set_over else str(profile) if name in prof else str(params)
+
+    for name in merged:
+        C.check_params({name: merged[name]}, layer(name))
+    for name, cls in SECTIONS.items():
+        if name in merged:
+            C.section_of(merged, name, cls, layer(name))
     changed = [f"{s}.{k}" if isinstance(v, dict) else s for s, v in over.items()
                for k in (v if isinstance(v, dict) else [None])]
-    write_atomic(params, yaml.safe_dump(merged, sort_keys=False).encode())
+    if merged != base:  # a no-op keeps the file as it is, comments and all
+        write_atomic(params, yaml.safe_dump(merged, sort_keys=False).encode())
     return changed

@@ -94,15 +94,41 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
     return meta
 
 
+# The meta.json keys later stages read, with their types; read_meta checks them once for every reader.
+META_KEYS: dict[str, type] = {"content_hash": str, "image_size": int, "channels": int, "num_classes": int,
+                              "class_names": list}
+
+
+def check_meta(meta: Any, where: str) -> dict[str, Any]:
+    """`meta` if it has the shape `write_prepared` gives it; else a DataError naming `where` and the key."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    for key, kind in META_KEYS.items():
+        if key not in meta:
+            raise DataError(f"{where}: key {key!r} missing (rerun `ganops prepare`)")
+        v = meta[key]
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < 1) or (kind is str and not v):
+            what = "a positive integer" if kind is int else "a non-empty string" if kind is str else "a list"
+            raise DataError(f"{where}: {key} must be {what}, got {json.dumps(v)[:40]}")
+    names = meta["class_names"]
+    if len(names) != meta["num_classes"] or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{where}: class_names must be {meta['num_classes']} strings (num_classes), "
+                        f"got {json.dumps(names)[:60]}")
+    return meta
+
+
 def read_meta(prepared_dir: Path) -> dict[str, Any]:
+    """The prepared data's meta.json, its shape checked (META_KEYS)."""
     path = Path(prepared_dir) / "meta.json"
     if not path.is_file():
         raise DataError(f"{path}: not found (run `ganops prepare` / `dvc repro prepare` first)")
     try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
-    return meta
+    except (OSError, RecursionError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+    return check_meta(meta, str(path))
 
 
 def load_split(prepared_dir: Path, split: str) -> tuple[Any, Any]:
@@ -119,6 +145,8 @@ def load_split(prepared_dir: Path, split: str) -> tuple[Any, Any]:
         d = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise DataError(f"{path}: unreadable ({e})") from None
-    if set(d) != {"images", "labels"} or d["images"].ndim != 4 or len(d["images"]) != len(d["labels"]):
-        raise DataError(f"{path}: expected images (N, C, H, W) and labels (N,)")
+    if (set(d) != {"images", "labels"} or d["images"].ndim != 4 or d["labels"].ndim != 1
+            or len(d["images"]) != len(d["labels"]) or str(d["images"].dtype) != "torch.uint8"
+            or str(d["labels"].dtype) != "torch.int64"):
+        raise DataError(f"{path}: expected images uint8 (N, C, H, W) and labels int64 (N,)")
     return d["images"], d["labels"]

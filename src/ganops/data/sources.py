@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import gzip
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from ganops.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -28,6 +33,12 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# An IDX file is read no further than its header promises, and a header may promise at most this much
+# (Fashion-MNIST's train images are 47 MB): a gzip bomb or a corrupt header never fills the memory.
+MAX_IDX_BYTES = 2**32
+# Images are shrunk to at most 64×64: anything above PIL's own default bomb limit (~89 MP, more than any
+# camera photo) is refused before it is decoded, whatever PIL.Image.MAX_IMAGE_PIXELS is set to elsewhere.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -44,34 +55,48 @@ class RawDataset:
 
 # ---------------------------------------------------------------- IDX (MNIST family)
 
+def _read_at_most(f: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, in chunks: `f.read(n)` would allocate n bytes up front, whatever the file holds."""
+    chunks: list[bytes] = []
+    while n > 0 and (chunk := f.read(min(n, 1 << 20))):
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (optionally gzip'd) of unsigned bytes into an ndarray."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        gz = path.suffix == ".gz"
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
+            raw = _read_at_most(f, 4)
+            if len(raw) < 4:
+                raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+            zero, dtype_code, ndim = struct.unpack(">HBB", raw)
+            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+                raise DataError(f"{path}: wrong IDX magic number 0x{raw.hex()} "
+                                "(expected 0x00000801 for labels or 0x00000803 for images)")
+            head = _read_at_most(f, 4 * ndim)
+            if len(head) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", head)
+            shown = "×".join(map(str, dims))
+            if 0 in dims:
+                what = "images" if ndim == 3 and dims[0] == 0 else "labels" if ndim == 1 else "pixels per image"
+                raise DataError(f"{path}: header says {shown}: no {what}")
+            expected = int(np.prod(dims, dtype=object))
+            if expected > MAX_IDX_BYTES:
+                raise DataError(f"{path}: header promises {shown} = {expected} bytes, "
+                                f"more than {MAX_IDX_BYTES} (corrupt header?)")
+            body = _read_at_most(f, expected + 1)  # one byte more tells "too long" from "exact"
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip ({e})") from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise DataError(f"{path}: wrong IDX magic number 0x{raw[:4].hex()} "
-                        "(expected 0x00000801 for labels or 0x00000803 for images)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
-    body = len(raw) - header
-    if body != expected:
-        raise DataError(f"{path}: header promises {'×'.join(map(str, dims))} = {expected} bytes, "
-                        f"file holds {body}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+        raise DataError(f"{path}: {'corrupt or truncated gzip' if gz else 'unreadable'} ({e})") from None
+    if len(body) != expected:
+        holds = f"more than {expected}" if len(body) > expected else str(len(body))
+        raise DataError(f"{path}: header promises {shown} = {expected} bytes, file holds {holds}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find_idx(root: Path, stem: str) -> Path:
@@ -149,18 +174,24 @@ def download_torchvision(source: str, raw_dir: Path) -> RawDataset:
 
 # ---------------------------------------------------------------- image folder
 
+def _ls(d: Path) -> list[Path]:
+    try:
+        return sorted(p for p in d.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"{d}: cannot list folder ({e.strerror})") from None
+
+
 def _list_folder(root: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    entries = _ls(root)
     subdirs = [p for p in entries if p.is_dir()]
     if subdirs:
         stray = [p for p in entries if not p.is_dir()]
         if stray:
             raise DataError(f"{stray[0]}: a file beside class folders (put it in a class folder)")
         classes = tuple(p.name for p in subdirs)
-        files = [(f, k) for k, d in enumerate(subdirs)
-                 for f in sorted(d.iterdir()) if not f.name.startswith(".")]
+        files = [(f, k) for k, d in enumerate(subdirs) for f in _ls(d)]
     else:
         classes = ("all",)
         files = [(f, 0) for f in entries]
@@ -172,24 +203,58 @@ def _list_folder(root: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
     return files, classes
 
 
+def _to_8bit(im: Image.Image, f: Path) -> Image.Image:
+    """`im` with 8-bit samples. 16-bit grayscale (PIL mode I;16, I;16B, or I from a PNG in older Pillow)
+    is scaled, value >> 8, as PIL itself does for 16-bit RGB: its convert("L") would clip it at 255."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+        a = np.asarray(im).astype(np.int64)  # (H, W); I;16B is big-endian, astype gives native order
+        if a.size and (a.min() < 0 or a.max() > 0xFFFF):
+            raise DataError(f"{f}: 16-bit image with values outside 0..65535 (PIL mode {im.mode})")
+        return Image.fromarray((a >> 8).astype(np.uint8))
+    if im.mode in ("I", "F"):  # 32-bit int or float samples: no agreed 8-bit scale to guess
+        raise DataError(f"{f}: {'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels "
+                        f"(PIL mode {im.mode}); save it as an 8- or 16-bit PNG")
+    return im
+
+
+def _decode(f: Path, mode: str) -> Image.Image:
+    """Image file `f` as 8-bit `mode` ("L" or "RGB"); any failure is a one-line DataError naming `f`."""
+    from PIL import Image, UnidentifiedImageError
+
+    if f.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{f}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not f.is_file():  # a FIFO would block open() forever; a symlink loop or dangling link is no file
+        raise DataError(f"{f}: not a regular file (a broken or looping symlink, a pipe or a device?)")
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its limit and twice it, then decodes: make that a refusal too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{f}: {w}×{h} = {w * h} pixels, over the {MAX_IMAGE_PIXELS} limit "
+                                    "(a decompression bomb?); downscale it first")
+                im.load()
+                return _to_8bit(im, f).convert(mode)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{f}: refused as a possible decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # ValueError: PIL's chunk limits
+        raise DataError(f"{f}: cannot decode image ({e})") from None
+
+
 def load_folder(root: Path, image_size: int, channels: int, resize: bool,
                 test_fraction: float, seed: int) -> RawDataset:
     """Images in `root` (or `root/<class>/`), split per class into train/test by `seed`."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     files, classes = _list_folder(root)
     mode = "L" if channels == 1 else "RGB"
     images: list[np.ndarray] = []
     first_size: tuple[int, int] | None = None
     for f, _ in files:
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(f"{f}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-        try:
-            with Image.open(f) as im:
-                im.load()
-                im = im.convert(mode)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"{f}: cannot decode image ({e})") from None
+        im = _decode(f, mode)
         if resize:
             if im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)

@@ -104,18 +104,25 @@ class FeatureStats:
             with safe_open(str(path), framework="np") as f:
                 header = json.loads((f.metadata() or {})["ganops"])
                 arrays = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        except (SafetensorError, OSError, KeyError, ValueError) as e:  # ValueError: bad JSON, huge ints
             raise GanopsError(f"{path}: not a ganops statistics file ({type(e).__name__}: {e})") from None
+        if not isinstance(header, dict):
+            raise GanopsError(f"{path}: header must be a JSON object, got {type(header).__name__}")
         if header.get("format") != STATS_FORMAT or "mu" not in arrays or "sigma" not in arrays:
             raise GanopsError(f"{path}: unsupported statistics format {header.get('format')!r}")
-        n = int(header.pop("n"))
+        n, (mu, sigma) = header.get("n"), (arrays["mu"], arrays["sigma"])
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise GanopsError(f"{path}: header n must be an integer >= 2, got {n!r}")
+        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+            raise GanopsError(f"{path}: mu {mu.shape} and sigma {sigma.shape} must be (D,) and (D, D)")
+        header.pop("n")
         header.pop("dim", None)
         header.pop("format", None)
         for key, want in (expect or {}).items():
             if header.get(key) != want:
                 raise GanopsError(f"{path}: made with {key}={header.get(key)!r}, expected {want!r}; "
                                   "recompute the reference statistics")
-        return cls(mu=arrays["mu"], sigma=arrays["sigma"], n=n, meta=header, features=arrays.get("features"))
+        return cls(mu=mu, sigma=sigma, n=n, meta=header, features=arrays.get("features"))
 
 
 def _sqrt_psd(a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""params.yaml and `ganops profile` against hostile input: one line naming file and key, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ganops import config as C
+from ganops.config import ConfigError, load_section
+from ganops.profiles import SECTIONS
+from pipelines.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def one_line_exit_2(res, *needles: str) -> str:
+    """The command refused with exit 2 and a single line holding every needle (no traceback)."""
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    for n in needles:
+        assert n in lines[0], res.output
+    return lines[0]
+
+
+# ---------------------------------------------------------------- the params file itself
+
+BAD_FILES = {
+    "not utf-8": (b"seed: 1\ndata:\n  path: /data/caf\xe9\n", "not UTF-8"),
+    "integer key": (b"seed: 1\n1: x\n", "key 1 on line 2 is not a string"),
+    "null key": (b"seed: 1\njudge:\n  null: 3\n", "key null on line 3 is not a string"),
+    "yes/no key": (b"judge:\n  on: 3\n", "key on on line 2 is not a string"),
+    "list key": (b"seed: 1\n? [a, b]\n: 1\n", "key [a, b] on line 2 is not a string"),
+    "section twice": (b"judge:\n  epochs: 1\nseed: 1\njudge:\n  epochs: 9\n",
+                      "key 'judge' on line 4 is written twice (first on line 1)"),
+    "key twice": (b"judge:\n  width: 8\n  epochs: 1\n  width: 64\n", "key 'width' on line 4 is written twice"),
+    "key twice in an untouched section": (b"judge: {}\ntrain:\n  epochs: 1\n  epochs: 2\n", "written twice"),
+    "top level a list": (b"- judge\n", "expected a mapping of sections"),
+    "section a list": (b"judge: [1, 2]\n", "section 'judge' must be a mapping"),
+    "section a number": (b"judge: 3\n", "section 'judge' must be a mapping"),
+    "unknown section": (b"seed: 1\njudeg:\n  epochs: 1\n", "unknown section 'judeg'"),
+    "nested too deep": (b"judge: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    "int past python's str limit": (b"judge:\n  width: " + b"9" * 5000 + b"\n", "not valid YAML (Exceeds the limit"),
+    "impossible date": (b"judge:\n  width: 2001-02-30\n", "not valid YAML (day is out of range for month)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_malformed_params_file_is_one_line_naming_it_exit_2(tmp_path: Path, case: str) -> None:
+    text, needle = BAD_FILES[case]
+    params = tmp_path / "bad-params.yaml"
+    params.write_bytes(text)
+    res = runner.invoke(app, ["judge", "--params", str(params), "--data", str(tmp_path / "none")])
+    one_line_exit_2(res, "bad-params.yaml", needle)
+
+
+# ---------------------------------------------------------------- values: types, sizes, seeds
+
+HOSTILE_VALUES = [
+    ("judge", "width", 10**7), ("model", "g_width", 10**6), ("model", "latent_dim", 10**9),
+    ("pretrain", "batch_size", 10**9), ("train", "batch_size", 2**40), ("judge", "batch_size", 10**12),
+    ("evaluate", "batch_size", 10**9), ("pretrain", "epochs", 10**9), ("train", "epochs", 10**12),
+    ("judge", "epochs", 10**9), ("evaluate", "num_samples", 10**12), ("evaluate", "judge_samples", 10**12),
+    ("evaluate", "grid_size", 10**9), ("train", "n_eval", 10**12), ("train", "log_every", 10**30),
+    ("pretrain", "log_every", 10**30), ("train", "max_steps", 10**30), ("train", "d_steps", 10**9),
+    ("train", "num_threads", 10**7), ("data", "limit", 10**30),
+    ("train", "gp_weight", 1e300), ("train", "r1_weight", 1e300), ("pretrain", "kl_weight", 1e300),
+    ("promote", "max_fid", 10**400),  # an integer too big for a float: was an OverflowError
+    ("evaluate", "metrics", [["fid"]]),  # list of lists: was an unhashable-type TypeError
+    ("promote", "model_name", "gen\x00erator"), ("tracking", "experiment", "a\nb"),
+    ("train", "seed", -1), ("judge", "seed", 2**64), ("data", "seed", 2**63), ("evaluate", "seed", True),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), HOSTILE_VALUES, ids=lambda v: str(v)[:12])
+def test_out_of_range_values_are_refused_naming_section_and_key(tmp_path: Path, section: str, key: str,
+                                                                 value: object) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({section: {key: value}}))
+    with pytest.raises(ConfigError) as e:
+        load_section(params, section, SECTIONS[section])
+    assert str(e.value).startswith(f"{params}: {section}.{key}:"), e.value
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64, "abc", 1.5])
+def test_a_top_level_seed_outside_what_numpy_and_torch_take_is_refused_as_seed(tmp_path: Path, seed: object) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seed": seed, "judge": {"epochs": 1}}))
+    res = runner.invoke(app, ["judge", "--params", str(params), "--data", str(tmp_path / "none")])
+    one_line_exit_2(res, f"{params}: seed: must be an integer in 0..2**63-1")
+
+
+def test_the_largest_seed_is_accepted_by_every_rng_that_takes_it() -> None:
+    import numpy as np
+    import torch
+
+    assert C.DataConfig(seed=C.SEED_MAX).seed == C.SEED_MAX
+    np.random.default_rng(C.SEED_MAX)
+    torch.manual_seed(C.SEED_MAX + 10_000)  # DistributedSampler seeds with seed + epoch
+    torch.Generator().manual_seed(C.SEED_MAX)
+
+
+def test_the_shipped_params_and_profiles_stay_within_the_bounds(tmp_path: Path) -> None:
+    for path in [REPO / "params.yaml", *sorted((REPO / "profiles").glob("*.yaml"))]:
+        raw = C.read_params(path)
+        for name, cls in C.SECTIONS.items():
+            C.section_of(raw, name, cls, str(path))
+
+
+# ---------------------------------------------------------------- ganops profile -S
+
+BAD_SETS = [
+    ("train.epochs=-1", "--set: train.epochs: must be >= 0 and <= 10000, got -1"),
+    ("model.g_width=abc", "--set: model.g_width: must be an integer, got 'abc'"),
+    ("nosuch.key=1", "--set: unknown section 'nosuch'"),
+    ("seed=abc", "--set: seed: must be an integer"),
+    ("seed=-1", "--set: seed: must be an integer in 0.."),
+    ("train=5", "--set: section 'train' must be a mapping"),
+    ("train.epochs=[1", "--set 'train.epochs=[1': not valid YAML"),
+    ("train..epochs=1", "expected section.key=value"),
+    ("judge.width=100000000", "--set: judge.width: must be >= 1 and <= 1024"),
+    ("train={epochs: 1, epochs: 2}", "written twice"),
+    ("evaluate.metrics=[[fid]]", "--set: evaluate.metrics: must be a list of strings"),
+]
+
+
+@pytest.mark.parametrize(("item", "needle"), BAD_SETS, ids=[s for s, _ in BAD_SETS])
+def test_profile_set_values_that_make_an_invalid_params_file_leave_it_byte_identical(tmp_path: Path, item: str,
+                                                                                     needle: str) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_bytes()
+    res = runner.invoke(app, ["profile", "--params", str(params), "-S", "train.epochs=3", "-S", item])
+    one_line_exit_2(res, needle)
+    assert params.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"], "temp file left behind"
+
+
+def test_profile_refuses_when_the_result_is_invalid_in_a_section_it_does_not_touch(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seed": 1, "judge": {"width": 10**9}, "train": {"epochs": 2}}))
+    before = params.read_bytes()
+    res = runner.invoke(app, ["profile", "--params", str(params), "-S", "train.epochs=3"])
+    one_line_exit_2(res, f"{params}: judge.width: must be >= 1 and <= 1024")
+    assert params.read_bytes() == before
+
+
+def test_a_profile_file_with_a_section_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_bytes()
+    prof = tmp_path / "prof.yaml"
+    prof.write_text("train:\n  epochs: 1\ntrain:\n  epochs: 100\n")
+    res = runner.invoke(app, ["profile", str(prof), "--params", str(params)])
+    one_line_exit_2(res, "prof.yaml", "key 'train' on line 3 is written twice")
+    assert params.read_bytes() == before
+
+
+def test_profile_set_writes_a_valid_merge(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    res = runner.invoke(app, ["profile", "--params", str(params), "-S", "train.epochs=3", "-S", "seed=7"])
+    assert res.exit_code == 0, res.output
+    merged = C.read_params(params)
+    assert merged["train"]["epochs"] == 3 and merged["seed"] == 7
+    assert load_section(params, "train", C.TrainConfig).seed == 7
+
+
+def test_profile_with_nothing_to_change_keeps_params_byte_identical_with_its_comments(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_bytes()
+    for args in ([], ["-S", f"train.epochs={C.read_params(params)['train']['epochs']}"]):
+        res = runner.invoke(app, ["profile", "--params", str(params), *args])
+        assert res.exit_code == 0, res.output
+        assert params.read_bytes() == before
