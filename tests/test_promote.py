@@ -73,7 +73,8 @@ def test_a_mode_collapsed_candidate_is_refused_whatever_its_fid() -> None:
 
     d = decide(covered("2", 10.0, 0.35), cand("1", 30.0, kid=0.02), CFG)  # far better FID, one class at 0.35
     assert not d.promote and "mode collapse" in d.reason and d.figures["min_share_ratio"] == 0.35
-    assert not decide(covered("1", 10.0, float("nan")), None, CFG).promote
+    with pytest.raises(GanopsError, match="min_share_ratio is nan"):  # not a share: an error, not a refusal
+        decide(covered("1", 10.0, float("nan")), None, CFG)
     assert decide(covered("2", 10.0, 0.5), cand("1", 30.0, kid=0.02), CFG).promote  # exactly half: passes
     assert decide(covered("1", 10.0, 0.35), None, PromoteConfig(model_name=NAME, min_class_share=0.0)).promote
     assert decide(cand("1", 10.0), None, CFG).promote  # evaluated without a judge: the rule does not apply
@@ -88,6 +89,11 @@ def test_a_candidate_without_fid_is_an_error() -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path)
+
+
+def make_repo(tmp_path: Path) -> Path:
+    """A git repo with a params.yaml whose promote section is CFG's."""
     root = tmp_path / "repo"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump({
@@ -99,17 +105,19 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def add_version(uri: str, fid: float, kid: float | None = None, std: float = 0.001) -> str:
-    """A registry version tagged like `ganops evaluate` tags one."""
+def add_version(uri: str, fid: float, kid: float | None = None, std: float = 0.001,
+                tags: dict[str, str] | None = None) -> str:
+    """A registry version tagged like `ganops evaluate` tags one (`tags` added or overriding)."""
     mlflow.set_tracking_uri(uri)  # the sqlite registry resolves models:/m-... through the global URI
     client = MlflowClient(uri)
     if not client.search_registered_models(f"name = '{NAME}'"):
         client.create_registered_model(NAME)
-    tags = {"metric.fid10k": str(fid), "ganops.data_hash": "d1"}
+    version_tags = {"metric.fid10k": str(fid), "ganops.data_hash": "d1"}
     if kid is not None:
-        tags |= {"metric.kid10k": str(kid), "metric.kid10k_std": str(std)}
+        version_tags |= {"metric.kid10k": str(kid), "metric.kid10k_std": str(std)}
+    version_tags |= tags or {}
     model = client.create_logged_model(experiment_id="0")  # a real (empty) model for the version to point at
-    return str(client.create_model_version(NAME, source=f"models:/{model.model_id}", tags=tags,
+    return str(client.create_model_version(NAME, source=f"models:/{model.model_id}", tags=version_tags,
                                            model_id=model.model_id).version)
 
 

@@ -48,14 +48,24 @@ class VersionInfo:
     run_id: str | None
     source: str
 
+    @property
+    def metric_tags(self) -> dict[str, str]:
+        """The metrics as registered (tag strings), for the gate to parse and range-check itself."""
+        return metric_tags(self.tags)
+
+
+def metric_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k[len(METRIC_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(METRIC_TAG_PREFIX)}
+
 
 def _info(mv: Any) -> VersionInfo:
     tags = dict(mv.tags or {})
     metrics = {}
-    for k, v in tags.items():
-        if k.startswith(METRIC_TAG_PREFIX):
-            with contextlib.suppress(ValueError):
-                metrics[k[len(METRIC_TAG_PREFIX):]] = float(v)
+    for k, v in metric_tags(tags).items():
+        # For display (`ganops lineage`) an unreadable value is left out; the gate reads metric_tags
+        # and refuses it.
+        with contextlib.suppress(ValueError):
+            metrics[k] = float(v)
     return VersionInfo(name=mv.name, version=str(mv.version), metrics=metrics, tags=tags,
                        aliases=tuple(getattr(mv, "aliases", []) or []), run_id=tags.get(TAG_RUN_ID) or mv.run_id,
                        source=mv.source)
