@@ -83,7 +83,7 @@ def main(
                                 system_metrics=False) as mlrun:
             from ganops.tracking.promotion import registry_lock
 
-            with registry_lock(uri, cfg.model_name):
+            with registry_lock(uri, cfg.model_name, notify=lambda line: typer.echo(f"promote: {line}", err=True)):
                 before = current_champion(uri, cfg.model_name)  # read under the lock, not before it
                 status, reason, figures, after = _decide(cfg, uri, cand, before, True)
             result = {"decision": status, "promoted": int(status == "promoted"), "reason": reason,
