@@ -1,14 +1,16 @@
 """`ganops promote`: the FID gate. Moves the registry alias `champion` to the candidate only if it passes.
 
-Exit codes for CI: 0 promoted (or already champion), 1 refused by the gate, 2 error (no candidate, a
-missing metric, an unreachable store). See `ganops.gate` for the rule and `ganops.tracking.promotion`
-for how concurrent promotes are serialised.
+Exit codes for CI: 0 promoted (or already champion), 1 refused by the gate, 2 error (no candidate or a
+malformed candidate file, a missing, unreadable or out-of-range metric of the candidate or the champion,
+an unreachable store, the promotion lock still held after LOCK_WAIT_S), 130 interrupted (Ctrl-C). See
+`ganops.gate` for the rule and `ganops.tracking.promotion` for how concurrent promotes are serialised.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,18 +21,32 @@ from ganops.errors import GanopsError
 from pipelines.common import DebugOpt, ParamsOpt, run
 
 
-def _candidate_version(path: Path, version: str | None) -> str:
+def _candidate_version(path: Path, version: str | None, model_name: str) -> str:
+    """The version to judge: --version, else the one `ganops evaluate` wrote to `path`
+    ({"registered": true, "name": ..., "version": "<n>", ...}); GanopsError naming the file otherwise."""
     if version is not None:
         return version
     if not path.is_file():
         raise GanopsError(f"{path}: no candidate; run `dvc repro evaluate` (or pass --version)")
     try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GanopsError(f"{path}: not JSON ({e})") from None
-    if not info.get("registered") or not info.get("version"):
+    except OSError as e:
+        raise GanopsError(f"{path}: unreadable ({e.strerror or e})") from None
+    if not isinstance(info, dict):
+        raise GanopsError(f"{path}: expected the JSON object `ganops evaluate` writes, found a {type(info).__name__}")
+    if not isinstance(info.get("registered"), bool):
+        raise GanopsError(f"{path}: 'registered' must be true or false, found {info.get('registered')!r:.60}")
+    if not info["registered"]:
         raise GanopsError(f"{path}: the candidate was not registered (evaluate.register: false); nothing to promote")
-    return str(info["version"])
+    ver = info.get("version")
+    if isinstance(ver, bool) or not isinstance(ver, str | int) or not re.fullmatch(r"[1-9][0-9]*", str(ver)):
+        raise GanopsError(f"{path}: 'version' must be a registry version number, found {ver!r:.60}")
+    if "name" in info and info["name"] != model_name:
+        raise GanopsError(f"{path}: the candidate is a version of {info['name']!r:.60}, not of promote.model_name "
+                          f"{model_name!r}; re-run `dvc repro evaluate`")
+    return str(ver)
 
 
 def main(
@@ -42,12 +58,13 @@ def main(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the decision, change nothing")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Promote the candidate to `champion` if its FID passes the gate (exit 0), else exit 1."""
+    """Promote the candidate to `champion` if it passes the FID gate (exit 0), else exit 1; exit 2 on an
+    error (a bad candidate file or metric, an unreachable store), never a promotion."""
 
     def go() -> int:
         cfg = load_section(params, "promote", PromoteConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        ver = _candidate_version(candidate, version)
+        ver = _candidate_version(candidate, version, cfg.model_name)
 
         from ganops import tracking
         from ganops.tracking.promotion import current_champion, get_version
@@ -66,7 +83,7 @@ def main(
                                 system_metrics=False) as mlrun:
             from ganops.tracking.promotion import registry_lock
 
-            with registry_lock(uri, cfg.model_name):
+            with registry_lock(uri, cfg.model_name, notify=lambda line: typer.echo(f"promote: {line}", err=True)):
                 before = current_champion(uri, cfg.model_name)  # read under the lock, not before it
                 status, reason, figures, after = _decide(cfg, uri, cand, before, True)
             result = {"decision": status, "promoted": int(status == "promoted"), "reason": reason,
@@ -91,8 +108,10 @@ def main(
 
         if champ is not None and champ.version == cand.version:
             return "unchanged", f"v{cand.version} is already the champion", {}, champ
-        as_cand = Candidate(cand.version, cand.metrics, cand.tags.get("ganops.data_hash"))
-        as_champ = Candidate(champ.version, champ.metrics, champ.tags.get("ganops.data_hash")) if champ else None
+        # The tag strings, not the parsed metrics: the gate refuses a value it cannot read, where the
+        # parsed view (for display) would silently drop it.
+        as_cand = Candidate(cand.version, cand.metric_tags, cand.tags.get("ganops.data_hash"))
+        as_champ = Candidate(champ.version, champ.metric_tags, champ.tags.get("ganops.data_hash")) if champ else None
         d = decide(as_cand, as_champ, cfg)
         after = apply_decision(uri, cfg.model_name, cand.version, d.promote, d.reason, d.figures, champ) \
             if write else champ

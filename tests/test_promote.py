@@ -1,6 +1,7 @@
 """The FID gate: the pure rule, then `ganops promote` against a real sqlite registry and a real `mlflow server`,
-including 8 promotes started at once. Versions are real registry entries carrying the metric tags
-`ganops evaluate` writes (the gate reads nothing else), so no generator needs training here."""
+including 8 promotes started at once, and a promote killed (SIGTERM, SIGKILL) while holding the lock.
+Versions are real registry entries carrying the metric tags `ganops evaluate` writes (the gate reads
+nothing else), so no generator needs training here."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,17 @@ from mlflow.tracking import MlflowClient
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 from ganops.gate import Candidate, decide
+from ganops.tracking.promotion import (
+    LOCK_TTL_S,
+    LOCK_WAIT_S,
+    TAG_LOCK_HOLDER,
+    TAG_LOCK_PIDNS,
+    TAG_LOCK_SINCE,
+    _held,
+    _pid_namespace,
+    registry_lock,
+)
+from ganops.tracking.store import TrackingError
 from tests.conftest import git
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +86,8 @@ def test_a_mode_collapsed_candidate_is_refused_whatever_its_fid() -> None:
 
     d = decide(covered("2", 10.0, 0.35), cand("1", 30.0, kid=0.02), CFG)  # far better FID, one class at 0.35
     assert not d.promote and "mode collapse" in d.reason and d.figures["min_share_ratio"] == 0.35
-    assert not decide(covered("1", 10.0, float("nan")), None, CFG).promote
+    with pytest.raises(GanopsError, match="min_share_ratio is nan"):  # not a share: an error, not a refusal
+        decide(covered("1", 10.0, float("nan")), None, CFG)
     assert decide(covered("2", 10.0, 0.5), cand("1", 30.0, kid=0.02), CFG).promote  # exactly half: passes
     assert decide(covered("1", 10.0, 0.35), None, PromoteConfig(model_name=NAME, min_class_share=0.0)).promote
     assert decide(cand("1", 10.0), None, CFG).promote  # evaluated without a judge: the rule does not apply
@@ -88,6 +102,11 @@ def test_a_candidate_without_fid_is_an_error() -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path)
+
+
+def make_repo(tmp_path: Path) -> Path:
+    """A git repo with a params.yaml whose promote section is CFG's."""
     root = tmp_path / "repo"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump({
@@ -99,25 +118,27 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def add_version(uri: str, fid: float, kid: float | None = None, std: float = 0.001) -> str:
-    """A registry version tagged like `ganops evaluate` tags one."""
+def add_version(uri: str, fid: float, kid: float | None = None, std: float = 0.001,
+                tags: dict[str, str] | None = None) -> str:
+    """A registry version tagged like `ganops evaluate` tags one (`tags` added or overriding)."""
     mlflow.set_tracking_uri(uri)  # the sqlite registry resolves models:/m-... through the global URI
     client = MlflowClient(uri)
     if not client.search_registered_models(f"name = '{NAME}'"):
         client.create_registered_model(NAME)
-    tags = {"metric.fid10k": str(fid), "ganops.data_hash": "d1"}
+    version_tags = {"metric.fid10k": str(fid), "ganops.data_hash": "d1"}
     if kid is not None:
-        tags |= {"metric.kid10k": str(kid), "metric.kid10k_std": str(std)}
+        version_tags |= {"metric.kid10k": str(kid), "metric.kid10k_std": str(std)}
+    version_tags |= tags or {}
     model = client.create_logged_model(experiment_id="0")  # a real (empty) model for the version to point at
-    return str(client.create_model_version(NAME, source=f"models:/{model.model_id}", tags=tags,
+    return str(client.create_model_version(NAME, source=f"models:/{model.model_id}", tags=version_tags,
                                            model_id=model.model_id).version)
 
 
-def promote(repo: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
+def promote(repo: Path, uri: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "--params", "params.yaml",
                            "--out", "promote.json", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=timeout)
 
 
 def champion(uri: str, alias: str = "champion") -> str | None:
@@ -236,3 +257,107 @@ def test_eight_concurrent_promotes_leave_one_champion_the_best_and_lose_no_versi
     assert champion(uri) in promoted and len(promoted) == sum(
         mv.tags["ganops.decision"] == "promoted" for mv in after.values())
     assert not client.search_registered_models(f"name = '{NAME}.lock'")  # the lock was released
+
+
+# ---- a promote killed while holding the lock ------------------------------------------------------
+
+HOLDER = Path(__file__).with_name("lock_holder.py")
+QUICK_S = LOCK_WAIT_S / 2  # a promote that finished within this did not wait the lock out
+
+
+def hold_lock(uri: str) -> subprocess.Popen:
+    """A real process holding the promotion lock of NAME (tests/lock_holder.py), once it says so."""
+    proc = subprocess.Popen([sys.executable, str(HOLDER), uri, NAME], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("locked"), line
+    assert lock_models(uri) == [f"{NAME}.lock"]
+    return proc
+
+
+def lock_models(uri: str) -> list[str]:
+    """The lock and any break markers (`<lock>.break-...`) in the registry."""
+    return sorted(m.name for m in MlflowClient(uri).search_registered_models(f"name LIKE '{NAME}.lock%'"))
+
+
+def test_sigterm_while_holding_the_lock_releases_it(repo: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    v1 = add_version(uri, 30.0)
+    proc = hold_lock(uri)
+    proc.send_signal(signal.SIGTERM)  # what CI runners and Kubernetes send
+    assert proc.wait(timeout=60) == 130  # handled, not killed by the signal
+    assert lock_models(uri) == []
+    res = promote(repo, uri, "--version", v1, timeout=QUICK_S)
+    assert res.returncode == 0, res.stderr
+    assert champion(uri) == v1
+
+
+def test_a_sigkilled_holders_lock_is_broken_by_the_next_promote(repo: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    v1 = add_version(uri, 30.0)
+    proc = hold_lock(uri)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert lock_models(uri) == [f"{NAME}.lock"]  # left behind: SIGKILL cannot be handled
+    res = promote(repo, uri, "--version", v1, timeout=QUICK_S)
+    assert res.returncode == 0, res.stderr
+    assert "broke the stale lock" in res.stderr and f":{proc.pid}:" in res.stderr and "has ended" in res.stderr
+    assert champion(uri) == v1 and lock_models(uri) == []
+
+
+def test_a_lock_from_another_host_is_respected_until_it_expires(repo: Path, tmp_path: Path) -> None:
+    assert LOCK_TTL_S < LOCK_WAIT_S  # so a lock left on another host expires within one wait
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    v1 = add_version(uri, 30.0)
+    client = MlflowClient(uri)
+    client.create_registered_model(f"{NAME}.lock", tags={TAG_LOCK_HOLDER: "elsewhere:1:abcd1234",
+                                                         TAG_LOCK_SINCE: str(time.time())})
+    with pytest.raises(TrackingError, match="still held after 1 s by elsewhere:1:abcd1234"):
+        with registry_lock(uri, NAME, wait_s=1):  # its pid means nothing here: wait
+            pass
+    client.set_registered_model_tag(f"{NAME}.lock", TAG_LOCK_SINCE, str(time.time() - LOCK_TTL_S - 5))
+    res = promote(repo, uri, "--version", v1, timeout=QUICK_S)
+    assert res.returncode == 0, res.stderr
+    assert "broke the stale lock" in res.stderr and "elsewhere:1:abcd1234" in res.stderr and "older" in res.stderr
+    assert champion(uri) == v1 and lock_models(uri) == []
+
+
+def test_eight_promotes_facing_a_dead_holders_lock_break_it_once_and_leave_one_champion(
+        repo: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    fids = [10.0 + 5 * i for i in range(8)]
+    random.Random(1).shuffle(fids)
+    versions = {add_version(uri, f, kid=f / 1000, std=0.0005): f for f in fids}
+    holder = hold_lock(uri)
+    holder.kill()
+    holder.wait(timeout=60)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "promote", "--params", "params.yaml",
+                               "--out", f"promote_{v}.json", "--version", v], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in versions]
+    results = {v: (p.wait(timeout=600), p.stderr.read()) for v, p in zip(versions, procs, strict=True)}
+    assert not {v: r for v, r in results.items() if r[0] not in (0, 1)}
+    # exactly one of them deleted the dead holder's lock: the others found the break marker taken or,
+    # later, a live holder
+    assert sum(err.count("broke the stale lock") for _, err in results.values()) == 1
+    assert champion(uri) == min(versions, key=versions.get) and lock_models(uri) == []
+
+
+def test_a_breaker_killed_mid_break_does_not_block_the_lock(tmp_path: Path) -> None:
+    """A waiter SIGKILLed between taking the break marker and deleting the stale lock leaves both behind:
+    the next waiter breaks the marker (its holder is gone too), then the lock."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    pid, here = int(dead.stdout), socket.gethostname()
+    client = MlflowClient(uri)
+    lock = f"{NAME}.lock"
+    tags = {TAG_LOCK_SINCE: str(time.time()), TAG_LOCK_PIDNS: _pid_namespace()}
+    client.create_registered_model(lock, tags={TAG_LOCK_HOLDER: f"{here}:{pid}:aaaa1111", **tags})
+    held = _held(client, lock)
+    assert held is not None
+    client.create_registered_model(f"{lock}.break-{held.key}", tags={TAG_LOCK_HOLDER: f"{here}:{pid}:bbbb2222", **tags})
+    lines: list[str] = []
+    with registry_lock(uri, NAME, wait_s=60, notify=lines.append):
+        assert _held(client, lock) is not None and lock_models(uri) == [lock]
+    assert len(lines) == 2 and ".break-" in lines[0] and "bbbb2222" in lines[0] and "aaaa1111" in lines[1]
+    assert lock_models(uri) == []

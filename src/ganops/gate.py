@@ -10,6 +10,10 @@ A candidate passes when
   4. its KID is lower by more than `promote.kid_sigmas` × sqrt(std_cand² + std_champ²): KID's subset std
      is the run-to-run noise scale, so two generators of equal quality do not swap the champion back
      and forth on measurement noise (FID alone has no error bar).
+
+Before any rule, every figure the gate reads, of the candidate and of the champion, must be a finite
+number in its valid range (see `gate_figures`); else the decision is a GanopsError, never a promotion:
+a NaN compares false with everything, so it would silently skip the rule it feeds.
 """
 
 from __future__ import annotations
@@ -25,14 +29,19 @@ from ganops.errors import GanopsError
 
 _FID = re.compile(r"fid\d+k?")
 MIN_SHARE = "judge/min_share_ratio"  # as `ganops evaluate` registers it
+# KID is an unbiased estimate: a generator as good as the data scores around 0, a little below as often
+# as above. Its mean over the subsets scatters by about std / sqrt(subsets) (std: the subsets' spread), so
+# an honest KID is never below -KID_NEG_SIGMAS × std; one further down is a broken or forged record.
+KID_NEG_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """What the gate reads of a registered version: its metrics and the data hash of its reference."""
+    """What the gate reads of a registered version: its metrics (numbers, or the registry's tag strings,
+    which the gate parses and checks) and the data hash of its reference."""
 
     version: str
-    metrics: Mapping[str, float]
+    metrics: Mapping[str, float | str]
     data_hash: str | None = None
 
     @property
@@ -43,11 +52,50 @@ class Candidate:
                               f"{names or 'none'}; was it registered by `ganops evaluate`?")
         return names[0]
 
-    def kid(self) -> tuple[float, float] | None:
-        name = "kid" + self.fid_name[3:]
-        if name in self.metrics and f"{name}_std" in self.metrics:
-            return float(self.metrics[name]), float(self.metrics[f"{name}_std"])
-        return None
+
+@dataclass(frozen=True)
+class GateFigures:
+    """A version's figures the gate reads, each checked (see `gate_figures`)."""
+
+    fid_name: str
+    fid: float
+    kid: tuple[float, float] | None  # (kid, kid_std), None when evaluated without KID
+    min_share: float | None  # None when evaluated without a judge
+
+
+def _number(c: Candidate, role: str, key: str, low: float, low_text: str) -> float:
+    raw = c.metrics[key]
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        raise GanopsError(f"{role} v{c.version}: metric {key} is {raw!r:.60}, not a number; the gate cannot "
+                          "judge on it (re-evaluate the version or fix its registry record)") from None
+    if not (math.isfinite(x) and x >= low):
+        raise GanopsError(f"{role} v{c.version}: metric {key} is {x:g}, not a finite number >= {low_text}; "
+                          "the gate cannot judge on it (re-evaluate the version or fix its registry record)")
+    return x
+
+
+def gate_figures(c: Candidate, role: str = "version") -> GateFigures:
+    """The figures of `c` the gate reads, each finite and in its valid range, else GanopsError naming
+    `role` (candidate/champion), the version and the metric. The one definition of those ranges:
+      fid >= 0 (a squared distance), kid_std >= 0 (a spread), min_share_ratio >= 0 (a share × K),
+      kid >= -KID_NEG_SIGMAS × kid_std (an unbiased estimate: slightly negative is noise);
+    and KID comes with its std or not at all."""
+    name = c.fid_name
+    fid = _number(c, role, name, 0.0, "0")
+    kid_name = "kid" + name[3:]
+    has = (kid_name in c.metrics, f"{kid_name}_std" in c.metrics)
+    kid = None
+    if any(has):
+        if not all(has):
+            raise GanopsError(f"{role} v{c.version}: metric {kid_name if has[0] else kid_name + '_std'} without "
+                              f"{kid_name + '_std' if has[0] else kid_name}; KID needs both")
+        std = _number(c, role, f"{kid_name}_std", 0.0, "0")
+        kid = _number(c, role, kid_name, -KID_NEG_SIGMAS * std, f"-{KID_NEG_SIGMAS:g} × {kid_name}_std "
+                                                                f"({-KID_NEG_SIGMAS * std:g})"), std
+    share = _number(c, role, MIN_SHARE, 0.0, "0") if MIN_SHARE in c.metrics else None
+    return GateFigures(name, fid, kid, share)
 
 
 @dataclass(frozen=True)
@@ -58,41 +106,39 @@ class Decision:
 
 
 def decide(cand: Candidate, champion: Candidate | None, cfg: PromoteConfig) -> Decision:
-    """Apply the gate (see the module docstring); GanopsError if the candidate has no usable FID."""
-    name = cand.fid_name
-    fid = float(cand.metrics[name])
-    if not math.isfinite(fid):
-        raise GanopsError(f"version {cand.version}: {name} is {fid}, not a number the gate can use")
+    """Apply the gate (see the module docstring); GanopsError if a figure it reads, of the candidate
+    or the champion, is missing, not a number or out of range."""
+    c = gate_figures(cand, "candidate")
+    champ = gate_figures(champion, "champion") if champion is not None else None
+    name, fid = c.fid_name, c.fid
     figures: dict[str, Any] = {"metric": name, "candidate_version": cand.version, "candidate_fid": fid,
                                "max_fid": cfg.max_fid}
-    share = cand.metrics.get(MIN_SHARE)
-    if share is not None:
-        figures |= {"min_share_ratio": float(share), "min_class_share": cfg.min_class_share}
-        if not float(share) >= cfg.min_class_share:  # NaN fails too
-            return Decision(False, f"mode collapse: the weakest class has {float(share):.3f} of its expected "
+    if c.min_share is not None:
+        figures |= {"min_share_ratio": c.min_share, "min_class_share": cfg.min_class_share}
+        if c.min_share < cfg.min_class_share:
+            return Decision(False, f"mode collapse: the weakest class has {c.min_share:.3f} of its expected "
                                    f"share < min_class_share {cfg.min_class_share:g}", figures)
     if fid > cfg.max_fid:
         return Decision(False, f"{name} {fid:.3f} > max_fid {cfg.max_fid:g}", figures)
-    if champion is None:
+    if champion is None or champ is None:
         return Decision(True, f"{name} {fid:.3f} <= max_fid {cfg.max_fid:g}; no champion yet", figures)
-    champ_name = champion.fid_name
-    figures |= {"champion_version": champion.version, "champion_fid": float(champion.metrics[champ_name])}
-    if champ_name != name or (champion.data_hash and cand.data_hash and champion.data_hash != cand.data_hash):
-        return Decision(False, f"not comparable with champion v{champion.version} ({champ_name} on data "
+    figures |= {"champion_version": champion.version, "champion_fid": champ.fid}
+    if champ.fid_name != name or (champion.data_hash and cand.data_hash and champion.data_hash != cand.data_hash):
+        return Decision(False, f"not comparable with champion v{champion.version} ({champ.fid_name} on data "
                                f"{champion.data_hash}) vs {name} on data {cand.data_hash}; evaluate both the "
                                "same way or move the alias by hand", figures)
-    gain = figures["champion_fid"] - fid
+    gain = champ.fid - fid
     figures |= {"fid_gain": gain, "min_improvement": cfg.min_improvement}
     if gain <= cfg.min_improvement:
         return Decision(False, f"{name} {fid:.3f} does not beat champion v{champion.version} "
-                               f"({figures['champion_fid']:.3f}) by more than {cfg.min_improvement:g}", figures)
-    k_cand, k_champ = cand.kid(), champion.kid()
-    if k_cand is not None and k_champ is not None:
-        noise = cfg.kid_sigmas * math.hypot(k_cand[1], k_champ[1])
-        kid_gain = k_champ[0] - k_cand[0]
-        figures |= {"candidate_kid": k_cand[0], "champion_kid": k_champ[0], "kid_gain": kid_gain, "kid_noise": noise}
+                               f"({champ.fid:.3f}) by more than {cfg.min_improvement:g}", figures)
+    if c.kid is not None and champ.kid is not None:
+        noise = cfg.kid_sigmas * math.hypot(c.kid[1], champ.kid[1])
+        kid_gain = champ.kid[0] - c.kid[0]
+        figures |= {"candidate_kid": c.kid[0], "champion_kid": champ.kid[0], "kid_gain": kid_gain,
+                    "kid_noise": noise}
         if kid_gain <= noise:
             return Decision(False, f"FID gain {gain:.3f} but KID gain {kid_gain:.5f} is within noise "
                                    f"({cfg.kid_sigmas:g} σ = {noise:.5f})", figures)
     return Decision(True, f"{name} {fid:.3f} beats champion v{champion.version} "
-                          f"({figures['champion_fid']:.3f}) by {gain:.3f}", figures)
+                          f"({champ.fid:.3f}) by {gain:.3f}", figures)
