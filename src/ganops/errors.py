@@ -7,6 +7,10 @@ class GanopsError(Exception):
     exit_code = 2
 
 
+class ConfigError(GanopsError, ValueError):
+    """A params file or value is unusable; the message names file and key."""
+
+
 class DataError(GanopsError):
     """Input data is missing, corrupt or inconsistent; the message names the file."""
 
