@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ganops.errors import GanopsError
+from ganops.io import check_writable as check_writable  # stages call it on their outputs before the work
 
 T = TypeVar("T")
 
