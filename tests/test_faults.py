@@ -1,10 +1,15 @@
-"""Faults from outside the pipeline: output paths that cannot be written, a full or
-read-only disk. Real mounts and MLflow stores; nothing mocked."""
+"""Faults from outside the pipeline: SIGTERM mid-stage, output paths that cannot be written, a full or
+read-only disk. Real subprocesses, signals, mounts and MLflow stores; nothing mocked."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,11 +21,11 @@ from typer.testing import CliRunner
 from ganops.errors import GanopsError
 from ganops.io import write_atomic, write_error_of
 from pipelines.cli import app
-from tests.conftest import write_idx_dataset, write_params
+from tests.conftest import REPO, write_idx_dataset, write_params
 
 runner = CliRunner()
 MODEL = {"latent_dim": 16, "g_width": 8, "d_width": 8}
-# many epochs: hours of work if a refused train started anyway
+# many epochs: a run that is still training whenever the test signals it
 LONG_TRAIN = {"epochs": 100_000, "batch_size": 32, "log_every": 1, "n_eval": 50, "init_from_autoencoder": False}
 
 
@@ -32,6 +37,33 @@ def runs(uri: str, stage: str) -> list:
         return client.search_runs(ids, filter_string=f"tags.`ganops.stage` = '{stage}'") if ids else []
     except Exception:  # locked by the child for a moment
         return []
+
+
+def ganops(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
+    """`python -m pipelines.cli ...` with this checkout's code, logging to `uri`."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}", "MLFLOW_TRACKING_URI": uri,
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until(cond: Callable[[], object], proc: subprocess.Popen, what: str, poll: float = 0.05) -> None:
+    deadline = time.monotonic() + 300
+    while not cond():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"exited {proc.returncode} before {what}:\n{out}\n{err}")
+        assert time.monotonic() < deadline, f"no {what} within 300 s"
+        time.sleep(poll)
+
+
+def stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def temp_leftovers(root: Path) -> list[Path]:
+    """What an interrupted write leaves: atomic_file's `.<name>.*.tmp`, prepare's `.<dir>.tmp-*` / `.old-*`."""
+    return [p for p in root.rglob(".*") if p.name.endswith(".tmp") or ".tmp-" in p.name or ".old-" in p.name]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +91,57 @@ def write_train_params(root: Path) -> None:
     params = {"seed": 3, "tracking": {"experiment": "t", "system_metrics": False}, "model": MODEL,
               "train": LONG_TRAIN}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+# ---------------------------------------------------------------- SIGTERM (and Ctrl-C) mid-stage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                   (signal.SIGINT, 130, "interrupted")])
+def test_signal_mid_training_ends_the_run_killed_with_no_outputs_or_temp_files(
+        tmp_path: Path, prepared: Path, store: str, sig: int, code: int, said: str) -> None:
+    write_train_params(tmp_path)
+    proc = ganops(["train", "--params", "params.yaml", "--data", str(prepared), "--model-out", "gen.pt",
+                   "--checkpoints", "ckpt", "--metrics", "train.json", "--plots", "train.csv"], tmp_path, store)
+    # mid-work: an epoch done (last.pt written) and its run RUNNING
+    wait_until(lambda: (tmp_path / "ckpt" / "last.pt").is_file() and runs(store, "train"), proc, "an epoch")
+    assert [r.info.status for r in runs(store, "train")] == ["RUNNING"]
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == said and "Traceback" not in err, err
+    assert [r.info.status for r in runs(store, "train")] == ["KILLED"]
+    assert not any((tmp_path / f).exists() for f in ("gen.pt", "train.json", "train.csv")), "half-done outputs"
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_sigterm_while_prepare_writes_removes_its_temp_dir_and_kills_the_run(tmp_path: Path, store: str) -> None:
+    # 12k images: their temp dir lives ~0.1 s, long enough to stop the process inside it
+    write_idx_dataset(tmp_path / "idx", n_train=12_000, n_test=1_000)
+    write_params(tmp_path / "params.yaml", {"source": "fashion-mnist", "path": "idx"},
+                 extra="tracking:\n  system_metrics: false\n")
+    proc = ganops(["prepare", "--params", "params.yaml", "--out", "prepared", "--validation", "validation"],
+                  tmp_path, store)
+    temp_dirs = lambda: list(tmp_path.glob(".prepared.tmp-*"))  # noqa: E731
+    wait_until(temp_dirs, proc, "the temp dir", poll=0.001)
+    os.kill(proc.pid, signal.SIGSTOP)  # freeze it mid-write, so the SIGTERM lands there
+    while not stopped(proc.pid):
+        time.sleep(0.001)
+    caught = bool(temp_dirs())
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert caught, "prepare finished its temp dir before it was stopped"
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated (SIGTERM)", err
+    assert temp_leftovers(tmp_path) == []
+    out_dir = tmp_path / "prepared"
+    if out_dir.exists():  # only if the signal came after the rename: then it is complete
+        meta = json.loads((out_dir / "meta.json").read_text())
+        assert all((out_dir / f).is_file() for f in meta["files"])
+    assert [r.info.status for r in runs(store, "prepare")] == ["KILLED"]
 
 
 # ---------------------------------------------------------------- outputs that cannot be written
