@@ -1,34 +1,88 @@
-"""What every command shares: option types and error → exit-code mapping."""
+"""What every command shares: option types, error → exit-code mapping, SIGTERM handling."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ganops.errors import GanopsError
+from ganops.io import check_writable as check_writable  # stages call it on their outputs before the work
 
 T = TypeVar("T")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read this stage's section from")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show the full traceback on errors")]
 
+# 128 + the signal number, as a shell reports a process killed by it: CI and DVC see which one it was
+EXIT_SIGINT = 128 + signal.SIGINT  # 130, Ctrl-C
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, what CI runners, Kubernetes and torchrun send to stop a job
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt.
+
+    A KeyboardInterrupt subclass so every `finally`/`except BaseException` cleanup runs as for Ctrl-C:
+    temp files and directories go and the stage's MLflow run ends KILLED (tracking.stage_run).
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises Terminated instead of killing the process outright.
+
+    Only in the main thread (Python delivers signals there, and signal.signal refuses elsewhere), and
+    not where SIGTERM was ignored by whoever started us. Not in torchrun ranks other than 0: they hold no
+    MLflow run and write no outputs, and a rank blocked in a collective would only notice a Python
+    handler once the collective returns, so the default (die at once) stops them faster; rank 0 then
+    sees its peers gone and ends its run. A second SIGTERM is ignored so it cannot cut the cleanup
+    short; SIGKILL still ends a cleanup that hangs.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or os.environ.get("RANK", "0") != "0"
+            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN):
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:  # None: the previous handler was not set from Python (then it was the default)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 
 def run(fn: Callable[[], T], debug: bool = False) -> T:
-    """Call `fn`; a GanopsError becomes its message on stderr and its exit code."""
+    """Call `fn`; a GanopsError becomes its message on stderr and its exit code.
+
+    Ctrl-C exits EXIT_SIGINT and SIGTERM EXIT_SIGTERM, both after the cleanup (see Terminated).
+    """
     try:
-        return fn()
+        with _sigterm_raises():
+            return fn()
     except GanopsError as e:
         if debug:
             raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
+    except Terminated:
+        typer.echo("terminated (SIGTERM)", err=True)
+        raise typer.Exit(EXIT_SIGTERM) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_SIGINT) from None
 
 
 def prepared_meta(data: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import typer
 
 from ganops.config import EvaluateConfig, PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
 
 def _read_floor(path: Path, names: list[str], meta: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +62,7 @@ def main(
         cfg = load_section(params, "evaluate", EvaluateConfig)
         promote = load_section(params, "promote", PromoteConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(metrics, plots, candidate, dirs=[samples])
         meta = prepared_meta(data)
 
         from ganops import tracking

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ganops.config import JudgeConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
 MIN_ACCURACY = 0.5  # below this the judge's coverage numbers mean little: warn loudly
 
@@ -30,6 +30,7 @@ def main(
         key = key_from_env(os.environ)
         cfg = load_section(params, "judge", JudgeConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(model_out, metrics)
         meta = prepared_meta(data)
 
         from ganops import tracking

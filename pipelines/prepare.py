@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from ganops.config import DataConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
 
 PER_CLASS = 8  # real images per class in the logged grid
 
@@ -33,6 +33,7 @@ def main(
     def go() -> None:
         cfg = load_section(params, "data", DataConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(dirs=[out, validation, raw if cfg.download else None])
         from ganops import tracking
         from ganops.data.prepare import prepare_dataset
         from ganops.data.validation import REPORT_NAME

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ganops.config import ModelConfig, PretrainConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
 
 def main(
@@ -31,6 +31,7 @@ def main(
         cfg = load_section(params, "pretrain", PretrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(model_out, metrics, plots)
         from ganops.data.prepared import load_split
 
         meta = prepared_meta(data)

@@ -18,7 +18,7 @@ import typer
 
 from ganops.config import PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
 
 
 def _candidate_version(path: Path, version: str | None, model_name: str) -> str:
@@ -64,6 +64,7 @@ def main(
     def go() -> int:
         cfg = load_section(params, "promote", PromoteConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(None if dry_run else out)
         ver = _candidate_version(candidate, version, cfg.model_name)
 
         from ganops import tracking

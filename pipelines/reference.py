@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ganops.config import EvaluateConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
 SPLIT = "test"  # Lucic et al. 2018 protocol: generated samples vs the test images
 
@@ -29,6 +29,7 @@ def main(
     def go() -> None:
         cfg = load_section(params, "evaluate", EvaluateConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(out)
         meta = prepared_meta(data)
 
         from ganops import tracking

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.common import DebugOpt, run
+from pipelines.common import DebugOpt, check_writable, run
 
 
 def main(
@@ -26,6 +26,7 @@ def main(
     """Draw images from a generator into a PNG grid; pickle-free for registry models."""
 
     def go() -> None:
+        check_writable(out, dirs=[individual])
         from ganops.checkpoint import key_from_env
         from ganops.errors import GanopsError
         from ganops.models.shipped import load_generator, sample_images

@@ -12,7 +12,7 @@ import typer
 
 from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
 ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth")
 
@@ -60,6 +60,7 @@ def main(
         cfg = load_section(params, "train", TrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
+        check_writable(model_out, metrics, plots, dirs=[checkpoints])
         meta = prepared_meta(data)
         ae_state = _autoencoder_state(autoencoder, model_cfg, meta, key) if cfg.init_from_autoencoder else None
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +20,7 @@ from ganops.lineage import params_hash
 from ganops.tracking import (
     TrackingError,
     TrackingWarning,
+    check_store,
     find_pipeline_runs,
     image_grid,
     repo_root,
@@ -197,6 +202,45 @@ def test_sqlite_store_in_a_missing_directory_is_unreachable(repo: Path, monkeypa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/no/such/dir/mlflow.db")
     with pytest.raises(TrackingError, match="unreachable: directory .* does not exist"):
         run_stage(repo)
+
+
+LOCKER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN EXCLUSIVE")  # what a writer holds while it commits: readers wait too
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+"""
+
+
+@contextmanager
+def locked(db: Path, seconds: float) -> Iterator[None]:
+    """Another process holds an exclusive lock on the sqlite file for `seconds` (or until the block ends)."""
+    proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_store_locked_by_another_process_is_waited_for_and_the_stage_runs(repo: Path, tmp_path: Path) -> None:
+    """sqlite gives up on a lock after 5 s; a lock held for 8 s (`mlflow ui` or another stage writing)
+    delays the stage, the store check retrying with back-off, instead of failing it as unreachable."""
+    with locked(tmp_path / "mlflow.db", 8):
+        run_id = run_stage(repo)
+    assert client().get_run(run_id).info.status == "FINISHED"
+
+
+def test_store_locked_past_the_budget_is_busy_and_locked_not_unreachable(repo: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with locked(tmp_path / "mlflow.db", 120), pytest.raises(TrackingError) as refused:
+        check_store(uri, budget_s=2)
+    msg = str(refused.value)
+    assert msg.startswith(f"MLflow tracking store {uri} is busy: database is locked (for "), msg
+    assert "unreachable" not in msg and "\n" not in msg
 
 
 def test_default_store_is_mlflow_db_at_the_repo_root(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

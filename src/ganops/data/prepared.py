@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ganops.errors import DataError
-from ganops.io import file_digest
+from ganops.io import file_digest, write_error_of
 
 SPLITS = ("train", "test")
 
@@ -63,9 +63,11 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
     """
     from safetensors.numpy import save_file
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp: Path | None = None
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
         files: dict[str, str] = {}
         for split, (images, labels) in splits.items():
             path = tmp / f"{split}.safetensors"
@@ -82,14 +84,20 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(tmp, out_dir)
+        tmp = None  # it is out_dir now
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:  # also Ctrl-C and SIGTERM (pipelines.common.run): no temp dir stays
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists():  # interrupted around the swap: keep whichever complete version is in place
+            if out_dir.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, out_dir)
+        if err := write_error_of(out_dir, e):
+            raise err from e
         raise
     return meta
 

@@ -11,12 +11,13 @@ GX is imported lazily (it costs seconds) and run in an ephemeral context.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ganops.io import write_atomic
 
 REPORT_NAME = "report.json"  # under the validation dir; `ganops prepare` logs it to MLflow
 
@@ -168,7 +169,5 @@ def validate(manifest: pd.DataFrame, spec: ValidationSpec, out_dir: Path) -> Val
     report_path = out_dir / REPORT_NAME
     report = {"success": not failures, "evaluated": evaluated,
               "failures": [f.__dict__ for f in failures], "results": results}
-    tmp = report_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, report_path)
+    write_atomic(report_path, json.dumps(report, indent=2, default=str).encode())  # no .tmp left on a signal
     return ValidationReport(not failures, failures, evaluated, report_path, docs_dir / "index.html")

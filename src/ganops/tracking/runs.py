@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ganops.lineage import git_commit, git_dirty, params_hash, pipeline_key, repo_root, to_jsonable
@@ -88,6 +91,38 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndar
     return grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H', W', 3)
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C's (and SIGTERM's, see pipelines.common.run) exception waits until the block ends.
+
+    Raised inside the database driver it leaves a half-closed cursor behind (and sqlalchemy logs a
+    traceback), and the run's end may then fail; a tracking call takes milliseconds. Only signals with
+    a Python handler are deferred (with the default action the kernel ends the process anyway), and
+    only in the main thread, where Python runs handlers. A second signal meanwhile acts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    deferred = {s: h for s, h in handlers.items() if callable(h)}
+    got: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if got:  # a second signal does not wait (a store that hangs must not trap Ctrl-C)
+            deferred[signum](signum, frame)
+        got.append(signum)
+
+    for s in deferred:
+        signal.signal(s, hold)
+    try:
+        yield
+    finally:
+        for s, h in deferred.items():
+            signal.signal(s, h)
+        if got:
+            deferred[got[0]](got[0], None)  # raises KeyboardInterrupt / Terminated here
+
+
 class StageRun:
     """The MLflow run of one stage. Logging methods never raise on tracking failures."""
 
@@ -115,7 +150,8 @@ class StageRun:
             return False
         start = time.monotonic()
         try:
-            call()
+            with _signals_deferred():
+                call()
             return True
         except Exception as e:
             self._failed += 1
@@ -160,6 +196,10 @@ class StageRun:
         self._safely("log_table", lambda: self._client.log_text(self.run_id, text, filename))
 
     def _end(self, status: str) -> None:
+        with _signals_deferred():
+            self._end_now(status)
+
+    def _end_now(self, status: str) -> None:
         mlflow = _mlflow()
         active = mlflow.active_run()
 
@@ -188,7 +228,8 @@ class StageRun:
 def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root: Path,
               data_meta: Mapping[str, Any] | None = None, system_metrics: bool = True,
               run_name: str | None = None) -> Iterator[StageRun]:
-    """One MLflow run for one stage; FAILED if the block raises (the error propagates).
+    """One MLflow run for one stage; FAILED if the block raises, KILLED on KeyboardInterrupt (Ctrl-C, and
+    SIGTERM as pipelines.common.run turns it into one); the error propagates.
 
     Checks the store first and raises `TrackingError` before any work if it is
     unusable. Tags the run with `lineage_tags`, logs `params` flattened (and in
@@ -200,31 +241,24 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
     mlflow = _mlflow()
     tags = lineage_tags(stage, params, root, data_meta)
     try:
-        experiment_id = get_or_create_experiment(experiment, root, tracking_uri=uri)
-        mlflow.set_tracking_uri(uri)
-        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=tags,
-                                  log_system_metrics=system_metrics)
+        with _signals_deferred():
+            experiment_id = get_or_create_experiment(experiment, root, tracking_uri=uri)
+            mlflow.set_tracking_uri(uri)
+            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=tags,
+                                      log_system_metrics=system_metrics)
     except TrackingError:
+        raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipelines.common) while starting: end what started
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status="KILLED")
         raise
     except Exception as e:
         raise TrackingError(f"could not start an MLflow run for {stage!r} in {uri}: {_reason(e)}") from e
 
     run = StageRun(active.info.run_id, uri, experiment_id, tags)
-    try:
-        from mlflow.entities import Param
-
-        flat = [Param(k, v) for k, v in flatten_params(params).items()]
-        if flat:
-            run._client.log_batch(run.run_id, params=flat)
-        run._client.log_dict(run.run_id, to_jsonable(dict(params)), "params.json")
-        if data_meta:
-            run._client.log_dict(run.run_id, to_jsonable(dict(data_meta)), "data_meta.json")
-    except Exception as e:
-        run._end("FAILED")
-        raise TrackingError(f"could not log params of {stage!r} to {uri}: {_reason(e)}") from e
-
     status = "FINISHED"
-    try:
+    try:  # from here on every way out ends the run, also a signal while logging the params
+        _log_inputs(run, stage, params, data_meta)
         yield run
     except KeyboardInterrupt:
         status = "KILLED"
@@ -233,7 +267,23 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
         status = "FAILED"
         raise
     finally:
-        run._end(status)
+        run._end(status)  # a signal meanwhile is raised after it (_signals_deferred)
+
+
+def _log_inputs(run: StageRun, stage: str, params: Mapping[str, Any], data_meta: Mapping[str, Any] | None) -> None:
+    """`params` flattened and as params.json, `data_meta` as data_meta.json; TrackingError if the store fails."""
+    from mlflow.entities import Param
+
+    try:
+        with _signals_deferred():
+            flat = [Param(k, v) for k, v in flatten_params(params).items()]
+            if flat:
+                run._client.log_batch(run.run_id, params=flat)
+            run._client.log_dict(run.run_id, to_jsonable(dict(params)), "params.json")
+            if data_meta:
+                run._client.log_dict(run.run_id, to_jsonable(dict(data_meta)), "data_meta.json")
+    except Exception as e:
+        raise TrackingError(f"could not log params of {stage!r} to {run.tracking_uri}: {_reason(e)}") from e
 
 
 def find_pipeline_runs(pipeline_key: str, experiment: str,

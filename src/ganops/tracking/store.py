@@ -1,15 +1,20 @@
 """The MLflow tracking store: where it is, whether it answers, and the experiment stages log into.
 
 Quiet, fail-fast defaults: an unreachable store raises `TrackingError` within seconds instead of
-MLflow's minutes-long retry loop; mlflow itself is imported lazily (see `_mlflow`).
+MLflow's minutes-long retry loop; mlflow itself is imported lazily (see `_mlflow`). A database store
+that answers but is busy (locked by `mlflow ui` or another stage, slow on a loaded machine) is
+retried with back-off for up to STORE_BUDGET_S, and if it stays busy the error says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +25,12 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 PROBE_TIMEOUT_S = 5  # http store probe: connect + read
-STORE_TIMEOUT_S = 20.0  # database stores (first sqlite use creates tables, ~2 s)
+STORE_TIMEOUT_S = 20.0  # one attempt on a database store (first sqlite use creates tables, ~2 s)
+STORE_BUDGET_S = 60.0  # all attempts on a busy database store; back-off 1, 2, 4, 8, 8 ... s between them
+# what a database says when it is in use rather than gone (sqlite, postgres, mysql), and `_within`'s
+# timeout (it answers, slowly); a connection that times out is a dead host: unreachable, no retry
+_BUSY = re.compile(r"database (table )?is locked|database is busy|lock wait timeout|lock timeout|deadlock|"
+                   r"too many connections|no answer within", re.IGNORECASE)
 
 # A dying server should cost seconds, not MLflow's default ~4 min retry loop per call.
 _ENV_DEFAULTS = {
@@ -108,19 +118,66 @@ def _probe_http(uri: str) -> None:
         raise ConnectionError(f"HTTP {resp.status_code} from {endpoint} (is this an MLflow server?)")
 
 
-def _check_sqlite_path(uri: str) -> None:
+def _sqlite_file(uri: str) -> Path | None:
     path = uri.removeprefix("sqlite:///").split("?", 1)[0] if uri.startswith("sqlite:///") else ""
-    if not path or path == ":memory:":
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _check_sqlite_path(uri: str) -> None:
+    if (db := _sqlite_file(uri)) is None:
         return
-    db = Path(path)
     if not db.parent.is_dir():
         raise FileNotFoundError(f"directory {db.parent} does not exist")
     if not os.access(db.parent, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise PermissionError(f"{db if db.exists() else db.parent} is not writable")
 
 
-def check_store(uri: str) -> None:
-    """Raise `TrackingError` within seconds if the tracking store at `uri` cannot be used."""
+def _sqlite_locked(uri: str) -> bool:
+    """Whether another connection holds a lock on the sqlite file that stops a read (asked without waiting)."""
+    if (db := _sqlite_file(uri)) is None or not db.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=0)) as con:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as e:
+        return "locked" in str(e) or "busy" in str(e)
+    return False
+
+
+def _busy_message(uri: str, exc: BaseException, waited: float, attempts: int) -> str:
+    if "locked" in str(exc).lower() or _sqlite_locked(uri):
+        what, why = "database is locked", "another process holds a write lock, e.g. `mlflow ui` or a stage"
+    else:
+        what, why = _reason(exc), "the machine or the database is overloaded"
+    return f"MLflow tracking store {uri} is busy: {what} (for {waited:.0f} s, {attempts} attempt(s); {why})"
+
+
+def _check_database(uri: str, budget_s: float) -> None:
+    """Ask a database store for one experiment; retry while it is busy, for at most `budget_s` seconds."""
+    start, delay, attempts = time.monotonic(), 1.0, 0
+    while True:
+        attempts += 1
+        left = budget_s - (time.monotonic() - start)
+        try:
+            _within(max(min(STORE_TIMEOUT_S, left), 0.1), lambda: _client(uri).search_experiments(max_results=1))
+            return
+        except Exception as e:
+            if not _BUSY.search(str(e)):
+                raise
+            waited = time.monotonic() - start
+            if waited + delay >= budget_s:
+                raise TrackingError(_busy_message(uri, e, waited, attempts)) from e
+        time.sleep(delay)
+        delay = min(2 * delay, 8.0)
+
+
+def check_store(uri: str, budget_s: float = STORE_BUDGET_S) -> None:
+    """Raise `TrackingError` if the tracking store at `uri` cannot be used.
+
+    An http(s) store gets one short probe (a dead server fails within seconds, "unreachable"); a
+    database store is retried with back-off while it is busy, up to `budget_s` seconds in all, and then
+    fails saying busy/locked; other errors (missing directory, not writable, not a database) fail at once.
+    """
     _mlflow()
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
     try:
@@ -129,7 +186,9 @@ def check_store(uri: str) -> None:
         else:
             if scheme == "sqlite":
                 _check_sqlite_path(uri)  # sqlite would only say "unable to open database file"
-            _within(STORE_TIMEOUT_S, lambda: _client(uri).search_experiments(max_results=1))
+            _check_database(uri, budget_s)
+    except TrackingError:
+        raise
     except Exception as e:
         raise TrackingError(f"MLflow tracking store {uri} is unreachable: {_reason(e)}") from e
 
