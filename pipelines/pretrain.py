@@ -48,7 +48,7 @@ def main(
             res = pretrain_autoencoder(cfg, model_cfg, train_x, test_x, sink=mlrun)
             config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                       "variational": cfg.variational, "data_hash": meta["content_hash"],
-                      "mlflow_run_id": mlrun.run_id}
+                      "mlflow_run_id": mlrun.run_id, "train_flops": res.metrics.get("train_flops")}
             save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config, key=key)
             write_json(metrics, res.metrics)
             write_csv(plots, res.history)
@@ -56,7 +56,8 @@ def main(
             mlrun.log_artifact(metrics)
             mlrun.log_artifact(plots)
             typer.echo(f"pretrain: test reconstruction loss {res.metrics['test_loss']:.4f} after "
-                       f"{cfg.epochs} epochs ({res.metrics['img_per_s']:.0f} img/s); wrote {model_out}; "
+                       f"{cfg.epochs} epochs ({res.metrics['img_per_s']:.0f} img/s, "
+                       f"{res.metrics.get('train_flops', 0) / 1e12:.1f} TFLOP); wrote {model_out}; "
                        f"MLflow run {mlrun.run_id}")
 
     run(go, debug)

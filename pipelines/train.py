@@ -18,8 +18,9 @@ ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth")
 
 
 def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any],
-                       key: bytes | None) -> dict[str, Any]:
-    """The pretrained autoencoder's weights, after checking they fit this G and D."""
+                       key: bytes | None) -> tuple[dict[str, Any], float | None]:
+    """The pretrained autoencoder's weights, after checking they fit this G and D, and the FLOPs its
+    training took (None for a checkpoint that predates counting them): part of the recipe's budget."""
     from ganops.checkpoint import load_checkpoint
 
     state, config = load_checkpoint(path, kind="autoencoder", key=key)
@@ -34,7 +35,7 @@ def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any],
     if (config["image_size"], config["channels"]) != (meta["image_size"], meta["channels"]):
         raise GanopsError(f"{path}: autoencoder is for {config['channels']}×{config['image_size']}² images, "
                           f"the data is {meta['channels']}×{meta['image_size']}²; rerun pretrain")
-    return dict(state["model"])
+    return dict(state["model"]), config.get("train_flops")
 
 
 def main(
@@ -62,18 +63,20 @@ def main(
         track = load_section(params, "tracking", TrackingConfig)
         check_writable(model_out, metrics, plots, dirs=[checkpoints])
         meta = prepared_meta(data)
-        ae_state = _autoencoder_state(autoencoder, model_cfg, meta, key) if cfg.init_from_autoencoder else None
+        ae_state, pretrain_flops = (_autoencoder_state(autoencoder, model_cfg, meta, key)
+                                    if cfg.init_from_autoencoder else (None, None))
 
         from ganops.training.distributed import cleanup_distributed, init_distributed
 
         dist = init_distributed(cfg.device)
         try:
-            _train(cfg, model_cfg, track, meta, ae_state, dist, key)
+            _train(cfg, model_cfg, track, meta, ae_state, pretrain_flops, dist, key)
         finally:
             cleanup_distributed()
 
     def _train(cfg: TrainConfig, model_cfg: ModelConfig, track: TrackingConfig, meta: dict[str, Any],
-               ae_state: dict[str, Any] | None, dist: Any, key: bytes | None) -> None:
+               ae_state: dict[str, Any] | None, pretrain_flops: float | None, dist: Any,
+               key: bytes | None) -> None:
         from ganops.data.prepared import load_split
         from ganops.training.gan import train_gan
 
@@ -98,7 +101,7 @@ def main(
                             log=typer.echo if dist.is_main else (lambda *_: None), key=key)
             if not dist.is_main:
                 return
-            _write_outputs(cfg, model_cfg, meta, res, mlrun, logged, key)
+            _write_outputs(cfg, model_cfg, meta, res, mlrun, logged, key, pretrain_flops)
 
     def _score_fn(cfg: TrainConfig, model_cfg: ModelConfig, test_x: Any, k: int, meta: dict[str, Any],
                   key: bytes | None) -> Any:
@@ -117,7 +120,7 @@ def main(
         return judge_score_fn(net, test_x, *args)
 
     def _write_outputs(cfg: TrainConfig, model_cfg: ModelConfig, meta: dict[str, Any], res: Any, mlrun: Any,
-                       logged: dict[str, Any], key: bytes | None) -> None:
+                       logged: dict[str, Any], key: bytes | None, pretrain_flops: float | None) -> None:
         from ganops.checkpoint import save_checkpoint
         from ganops.io import write_csv, write_json
 
@@ -125,6 +128,12 @@ def main(
                   "num_classes": meta["num_classes"], "class_names": meta["class_names"],
                   "data_hash": meta["content_hash"], "ema": cfg.ema_decay > 0, "mlflow_run_id": mlrun.run_id}
         save_checkpoint(model_out, "generator", {"model": res.generator.state_dict()}, config, key=key)
+        if "train_flops" in res.metrics:  # the recipe's compute budget (docs/results.md), the same on any machine
+            res.metrics["pretrain_flops"] = float(pretrain_flops or 0.0)
+            res.metrics["total_flops"] = res.metrics["train_flops"] + res.metrics["pretrain_flops"]
+            typer.echo(f"train: compute {res.metrics['total_flops'] / 1e12:.1f} TFLOP = train "
+                       f"{res.metrics['flops_per_step'] / 1e9:.2f} GFLOP/step × {int(res.metrics['steps'])} steps"
+                       f" + pretrain {res.metrics['pretrain_flops'] / 1e12:.1f} TFLOP")
         write_json(metrics, res.metrics)
         write_csv(plots, res.history)
         mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})

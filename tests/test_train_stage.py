@@ -118,3 +118,16 @@ def test_bad_train_params_fail_before_any_work(workspace, bad, needle):
     res = train()
     assert res.exit_code == 2 and needle in res.output, res.output
     assert not (workspace / "gen.pt").exists() and not (workspace / "ckpt").exists()
+
+
+def test_train_reports_its_compute_budget_with_the_pretraining_it_started_from(workspace):
+    res = train()
+    assert res.exit_code == 0, res.output
+    m = json.loads((workspace / "train.json").read_text())
+    pm = json.loads((workspace / "pm.json").read_text())
+    # FLOPs per step × steps, for both loops; the train stage adds the autoencoder's (from its checkpoint)
+    assert pm["train_flops"] == pm["flops_per_step"] * pm["steps"] > 0
+    assert m["train_flops"] == m["flops_per_step"] * m["steps"] > 0
+    assert m["pretrain_flops"] == pm["train_flops"]
+    assert m["total_flops"] == m["train_flops"] + m["pretrain_flops"]
+    assert f"train: compute {m['total_flops'] / 1e12:.1f} TFLOP" in res.output
