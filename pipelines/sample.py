@@ -33,12 +33,13 @@ def main(
         from ganops.sampling import interpolate as interp
         from ganops.sampling import write_grid, write_pngs
 
+        key = key_from_env(os.environ)  # a registered generator is held to the same signature as a file
         if model.startswith("models:/"):
             from ganops.tracking import load_registered_generator
 
-            G, config = load_registered_generator(model)
+            G, config = load_registered_generator(model, key=key)
         else:
-            G, config = load_generator(model, key=key_from_env(os.environ))
+            G, config = load_generator(model, key=key)
         try:
             if interpolate:
                 images = interp(G, config, n, seed, class_id)

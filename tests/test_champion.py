@@ -66,6 +66,17 @@ def png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def test_sample_refuses_an_unsigned_registered_generator_when_a_key_is_set(champ) -> None:
+    root, _, _ = champ
+    env = {**os.environ, "GANOPS_CHECKPOINT_KEY": "k" * 32}
+    res = subprocess.run([sys.executable, "-m", "pipelines.cli", "sample", "--model", "models:/gen@champion",
+                          "-n", "2", "--out", "signed.png"], cwd=root, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 2, res.stderr
+    assert "not signed" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (root / "signed.png").exists()
+
+
 def test_sample_draws_the_champions_images(champ) -> None:
     root, path, _ = champ
     res = ganops(root, "sample", "--model", "models:/gen@champion", "-n", "6", "--seed", "4", "--out", "grid.png",

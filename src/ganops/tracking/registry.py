@@ -156,11 +156,13 @@ def register_generator(run: StageRun, generator_path: Path, model_name: str, met
                              model_uri=f"models:/{mv.name}/{mv.version}", run_id=run.run_id)
 
 
-def load_registered_generator(model_uri: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict]:
+def load_registered_generator(model_uri: str, tracking_uri: str | None = None,
+                              key: bytes | None = None) -> tuple[torch.nn.Module, dict]:
     """(G in eval mode, config) of `models:/<name>/<version>` or `models:/<name>@<alias>`.
 
     Downloads only the checkpoint artifact (not the code or environment) and loads it with
-    `load_generator`: weights only, no pickle. TrackingError if the version or alias does not exist.
+    `load_generator`: weights only, no pickle; with `key`, only if it is signed with that key.
+    TrackingError if the version or alias does not exist.
     """
     from ganops.models.shipped import load_generator
 
@@ -200,7 +202,7 @@ def load_registered_generator(model_uri: str, tracking_uri: str | None = None) -
                                     f"its model has no {ARTIFACT!r} artifact")
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{location}/{artifacts[ARTIFACT]['path']}", dst_path=tmp, tracking_uri=uri)
-            return load_generator(path)
+            return load_generator(path, key=key)
     except GanopsError:  # TrackingError above, CheckpointError from load_generator: already clear
         raise
     except Exception as e:
