@@ -15,32 +15,11 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from ganops.checkpoint import load_checkpoint
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.inception import extract_features
 from ganops.models.shipped import load_generator, sample_stream
-
-
-def stats_error(G: nn.Module, config: dict, n: int = 4096, seed: int = 12345) -> tuple[float, float]:
-    """Worst |input mean − stored mean| in stored sd, and worst |input var / stored var − 1|, over G's BNs."""
-    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    seen: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach().float()))
-             for i, m in enumerate(bns)]
-    with torch.no_grad():
-        for _ in sample_stream(G, config, n, seed=seed, batch_size=n):
-            pass
-    for h in hooks:
-        h.remove()
-    worst_mean = worst_var = 0.0
-    for i, m in enumerate(bns):
-        x = seen[i].transpose(0, 1).flatten(1)  # (C, N·H·W)
-        worst_mean = max(worst_mean, float(((x.mean(1) - m.running_mean).abs() / m.running_var.sqrt()).max()))
-        worst_var = max(worst_var, float((x.var(1) / m.running_var - 1).abs().max()))
-    return worst_mean, worst_var
+from ganops.training.ema import stats_error
 
 
 def main() -> None:
@@ -57,7 +36,7 @@ def main() -> None:
     live_buffers = {k: v for k, v in state["G"].items() if "running_" in k or "num_batches" in k}
     copied.load_state_dict({**copied.state_dict(), **live_buffers})
     for name, G in (("copied from the live G", copied), ("standing (recomputed)", standing)):
-        worst_mean, worst_var = stats_error(G, config)
+        worst_mean, worst_var = stats_error(G, config["model"]["latent_dist"], seed=12345)
         t0 = time.perf_counter()
         stream = (images for images, _ in sample_stream(G, config, args.n, seed=args.seed, batch_size=500))
         fid = frechet_distance(FeatureStats.from_features(extract_features(stream, total=args.n)), ref)

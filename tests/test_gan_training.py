@@ -24,7 +24,7 @@ from ganops.errors import GanopsError
 from ganops.models import build_autoencoder, build_generator
 from ganops.training.common import NullSink
 from ganops.training.diffaugment import diff_augment
-from ganops.training.ema import EMA
+from ganops.training.ema import EMA, stats_error
 from ganops.training.gan import HISTORY_COLUMNS, GanResult, NonFiniteLoss, train_gan
 from ganops.training.state import generator_from_checkpoint
 
@@ -355,48 +355,16 @@ def test_ema_warms_up_and_copies_buffers() -> None:
     assert not any(p.requires_grad for p in ema.model.parameters()) and not ema.model.training
 
 
-def _bn_input_moments(G: nn.Module, latent_dim: int, seed: int, n: int = 4096) -> list[tuple[torch.Tensor, ...]]:
-    """Per BatchNorm of G in eval mode: (mean, var) of its actual inputs on `n` fresh seeded latents
-    (uniform labels), next to its stored (running_mean, running_var)."""
-    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    seen: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].detach().float()))
-             for i, m in enumerate(bns)]
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, latent_dim, generator=gen)
-    y = torch.randint(0, 10, (n,), generator=gen)
-    try:
-        with torch.no_grad():
-            G.eval()(z, y)
-    finally:
-        for h in hooks:
-            h.remove()
-    out = []
-    for i, m in enumerate(bns):
-        x = seen[i].transpose(0, 1).flatten(1)  # (C, N·H·W)
-        out.append((x.mean(1), x.var(1), m.running_mean, m.running_var))
-    return out
-
-
-def _stats_error(G: nn.Module, latent_dim: int) -> tuple[float, float]:
-    """Worst |mean − stored mean| in stored sd, and worst |var / stored var − 1|, over G's BatchNorms."""
-    worst_mean = worst_var = 0.0
-    for mean, var, rm, rv in _bn_input_moments(G, latent_dim, seed=12345):
-        worst_mean = max(worst_mean, float(((mean - rm).abs() / rv.sqrt()).max()))
-        worst_var = max(worst_var, float((var / rv - 1).abs().max()))
-    return worst_mean, worst_var
-
-
 def test_shipped_generator_has_standing_batchnorm_statistics(tmp_path: Path, data: Any) -> None:
     model = dataclasses.replace(TINY, conditional=True)
     res = train(tmp_path, data, dataclasses.replace(FAST, ema_decay=0.99), model=model)
     # what is shipped (in memory and in last.pt) normalises with the statistics of its own activations
     for G in (res.generator, generator_from_checkpoint(tmp_path / "last.pt")[0]):
-        worst_mean, worst_var = _stats_error(G, TINY.latent_dim)
+        worst_mean, worst_var = stats_error(G, TINY.latent_dist, seed=12345)
         assert worst_mean < 0.05 and worst_var < 0.05, (worst_mean, worst_var)
     # the same averaged weights with the live G's statistics copied in (the old EMA) fail the same check
     copied = generator_from_checkpoint(tmp_path / "last.pt")[0]
     for b, src in zip(copied.buffers(), res.raw_generator.buffers(), strict=True):
         b.copy_(src)
-    worst_mean, worst_var = _stats_error(copied, TINY.latent_dim)
+    worst_mean, worst_var = stats_error(copied, TINY.latent_dist, seed=12345)
     assert worst_mean > 0.1 or worst_var > 0.1, (worst_mean, worst_var)
