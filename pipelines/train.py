@@ -14,7 +14,7 @@ from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
 from ganops.errors import GanopsError
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
-ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth")
+ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
 
 
 def _autoencoder_state(path: Path, model_cfg: ModelConfig, meta: dict[str, Any],

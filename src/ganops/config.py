@@ -98,6 +98,7 @@ class DataConfig:
 
 
 LATENT_DISTS = ("normal", "uniform")
+UPSAMPLES = ("convt", "nearest")
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,15 @@ class ModelConfig:
     conditional: bool = False  # labels go to G (embedding joined to z) and D (projection)
     spectral_norm: bool = False  # spectral norm on D's layers
     depth: int = 0  # extra 3×3 conv layers per resolution in G and D (0 = plain DCGAN)
+    d_hidden: int = 0  # width of a fully connected layer between D's trunk and its head; 0 = none
+    g_cond_bn: bool = False  # conditional: class-conditional BatchNorm in G as well as the input embedding
+    g_upsample: str = "convt"  # convt (4×4 transposed conv) | nearest (2× upsampling + 3×3 conv) in G
 
     def __post_init__(self) -> None:
         _in(self, "latent_dim", 1, MAX_LATENT)
+        _in(self, "d_hidden", 0, MAX_WIDTH * 8)
+        _check(self.g_upsample in UPSAMPLES, "g_upsample",
+               f"must be one of {', '.join(UPSAMPLES)}, got {self.g_upsample!r}")
         _in(self, "g_width", 4, MAX_WIDTH)
         _in(self, "d_width", 4, MAX_WIDTH)
         _check(not isinstance(self.depth, bool) and isinstance(self.depth, int) and 0 <= self.depth <= MAX_DEPTH,
@@ -196,6 +203,7 @@ class TrainConfig(RuntimeConfig):
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing (bce only)
     d_steps: int = 1  # D updates per G update
     ema_decay: float = 0.999  # EMA of G's weights; 0 = off (then G itself is shipped)
+    lr_decay: float = 0.0  # last share of the epochs' G steps over which both learning rates fall linearly to 0
     diffaugment: str = ""  # comma list of color, translation, cutout; "" = off
     init_from_autoencoder: bool = False  # start G (and D's trunk) from the pretrained autoencoder
     max_steps: int = 0  # stop after this many G steps; 0 = run all epochs
@@ -217,6 +225,7 @@ class TrainConfig(RuntimeConfig):
         _check(0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
         _in(self, "d_steps", 1, MAX_D_STEPS)
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        _check(0 <= self.lr_decay <= 1, "lr_decay", f"must be in [0, 1], got {self.lr_decay}")
         ops = [o for o in self.diffaugment.split(",") if o.strip()]
         bad = [o for o in ops if o.strip() not in DIFFAUG_OPS]
         _check(not bad, "diffaugment", f"unknown op(s) {bad}; use a comma list of {', '.join(DIFFAUG_OPS)}")

@@ -67,12 +67,13 @@ class Autoencoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, g_width: int, d_width: int,
-                 variational: bool = False, spectral_norm: bool = False, depth: int = 0) -> None:
+                 variational: bool = False, spectral_norm: bool = False, depth: int = 0,
+                 upsample: str = "convt") -> None:
         super().__init__()
         check_positive(latent_dim=latent_dim)
         self.latent_dim, self.variational = latent_dim, variational
         self.encoder = Encoder(latent_dim, channels, image_size, d_width, variational, spectral_norm, depth)
-        self.decoder = Generator(latent_dim, channels, image_size, g_width, depth=depth)
+        self.decoder = Generator(latent_dim, channels, image_size, g_width, depth=depth, upsample=upsample)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) -> z (B, L): a reparameterised sample when training a VAE, else mu."""
@@ -173,18 +174,20 @@ def _classes(cfg: ModelConfig, num_classes: int) -> int:
 
 def build_generator(cfg: ModelConfig, image_size: int, channels: int, num_classes: int = 0) -> Generator:
     """G from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
-    return Generator(cfg.latent_dim, channels, image_size, cfg.g_width, _classes(cfg, num_classes), cfg.depth)
+    return Generator(cfg.latent_dim, channels, image_size, cfg.g_width, _classes(cfg, num_classes), cfg.depth,
+                     cond_bn=cfg.g_cond_bn, upsample=cfg.g_upsample)
 
 
 def build_discriminator(cfg: ModelConfig, image_size: int, channels: int,
                         num_classes: int = 0) -> Discriminator:
     """D from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
     return Discriminator(channels, image_size, cfg.d_width, _classes(cfg, num_classes), cfg.spectral_norm,
-                         cfg.depth)
+                         cfg.depth, cfg.d_hidden)
 
 
 def build_autoencoder(cfg: ModelConfig, image_size: int, channels: int,
                       variational: bool = False) -> Autoencoder:
     """AE / VAE whose halves transfer into `build_generator` / `build_discriminator` of the same cfg."""
     return Autoencoder(cfg.latent_dim, channels, image_size, cfg.g_width, cfg.d_width,
-                       variational=variational, spectral_norm=cfg.spectral_norm, depth=cfg.depth)
+                       variational=variational, spectral_norm=cfg.spectral_norm, depth=cfg.depth,
+                       upsample=cfg.g_upsample)

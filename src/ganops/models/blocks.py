@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from ganops.config import UPSAMPLES
+
 IMAGE_SIZES = (28, 32, 64)
 CHANNELS = (1, 3)
 _PLAN = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image_size -> (base resolution, 2× steps)
@@ -104,10 +106,35 @@ def refine_layers(ch: int, depth: int, batchnorm: bool, leaky: bool) -> list[nn.
     return layers
 
 
-def up_block(in_ch: int, out_ch: int, depth: int = 0) -> nn.Sequential:
-    """(B, in_ch, h, w) -> (B, out_ch, 2h, 2w): ConvT 4×4 stride 2, BatchNorm, ReLU [+ depth 3×3 convs]."""
+class UpConv(nn.Module):
+    """(B, in_ch, h, w) -> (B, out_ch, 2h, 2w): nearest-neighbour 2× upsampling, then a 3×3 conv.
+
+    Every output pixel sees the same number of input taps, unlike a stride-2 transposed conv whose
+    uneven kernel overlap draws checkerboards (Odena et al. 2016, "Deconvolution and Checkerboard
+    Artifacts"); the upsampling generators of SNGAN and BigGAN do this.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, bias: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, out, 2h, 2w)
+
+
+def up_layer(in_ch: int, out_ch: int, upsample: str, bias: bool) -> nn.Module:
+    """One 2× step up, (B, in_ch, h, w) -> (B, out_ch, 2h, 2w): ConvT 4×4 stride 2 or `UpConv`."""
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
+    return nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=bias) if upsample == "convt" else UpConv(in_ch, out_ch, bias)
+
+
+def up_block(in_ch: int, out_ch: int, depth: int = 0, upsample: str = "convt") -> nn.Sequential:
+    """(B, in_ch, h, w) -> (B, out_ch, 2h, 2w): 2× up (`up_layer`), BatchNorm, ReLU [+ depth 3×3 convs].
+
+    Indices are fixed (0 up, 1 BN, 2 ReLU): the generator's conditional BatchNorm addresses them."""
     return nn.Sequential(
-        nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False),  # bias is redundant before BN
+        up_layer(in_ch, out_ch, upsample, bias=False),  # bias is redundant before BN
         nn.BatchNorm2d(out_ch),
         nn.ReLU(inplace=True),
         *refine_layers(out_ch, depth, batchnorm=True, leaky=False),

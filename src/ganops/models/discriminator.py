@@ -14,7 +14,10 @@ from ganops.models.blocks import ConvTrunk, apply_spectral_norm, init_weights
 
 
 class Discriminator(nn.Module):
-    """trunk (B, C, H, W) -> (B, F), head Linear(F, 1) -> (B,) logits.
+    """trunk (B, C, H, W) -> (B, F) [-> hidden Linear(F, h), LeakyReLU -> (B, h)], head Linear -> (B,) logits.
+
+    `hidden > 0` adds the fully connected layer of InfoGAN's D (Lucic et al. 2018 use FC-1024),
+    capacity a two-conv trunk lacks at little cost: one F×h matrix product per image.
 
     With `num_classes > 0`: projection conditioning (Miyato & Koyama 2018),
     logit += <embed(y), features>. With `spectral_norm`: no BatchNorm anywhere and
@@ -22,7 +25,7 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, channels: int, image_size: int, width: int, num_classes: int = 0,
-                 spectral_norm: bool = False, depth: int = 0) -> None:
+                 spectral_norm: bool = False, depth: int = 0, hidden: int = 0) -> None:
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
@@ -30,14 +33,20 @@ class Discriminator(nn.Module):
         self.spectral_norm = spectral_norm
         self.trunk = ConvTrunk(channels, image_size, width, spectral_norm=spectral_norm, depth=depth)
         F = self.trunk.out_features
+        if hidden < 0:
+            raise ValueError(f"hidden must be >= 0, got {hidden}")
+        self.hidden = nn.Sequential(nn.Linear(F, hidden), nn.LeakyReLU(0.2)) if hidden else nn.Identity()
+        init_weights(self.hidden)
+        F = hidden or F  # what the head and the projection see
         self.head = nn.Linear(F, 1)
         init_weights(self.head)
         if num_classes:
             self.cond_embed = nn.Embedding(num_classes, F)
             # A linear map from one-hot labels: give it the head's scale, not N(0, 1),
-            # else the projection term (a sum over F ≈ 6k terms) swamps the logit at init.
+            # else the projection term (a sum over F terms, ≈ 6k for the trunk) swamps the logit at init.
             nn.init.normal_(self.cond_embed.weight, 0.0, 0.02)
         if spectral_norm:
+            apply_spectral_norm(self.hidden)
             apply_spectral_norm(self.head)
             if num_classes:
                 apply_spectral_norm(self.cond_embed)
@@ -51,7 +60,7 @@ class Discriminator(nn.Module):
 
         `y` is required when conditional and ignored otherwise (loops may always pass it).
         """
-        f = self.trunk(x)  # (B, F)
+        f = self.hidden(self.trunk(x))  # (B, F) or (B, hidden)
         logit = self.head(f).squeeze(1)  # (B,)
         if self.num_classes:
             if y is None:

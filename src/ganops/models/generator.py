@@ -10,7 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganops.models.blocks import check_depth, check_positive, init_weights, refine_layers, size_plan, up_block
+from ganops.models.blocks import (
+    check_depth,
+    check_positive,
+    init_weights,
+    refine_layers,
+    size_plan,
+    up_block,
+    up_layer,
+)
 
 
 class Generator(nn.Module):
@@ -23,10 +31,14 @@ class Generator(nn.Module):
     With `num_classes > 0` a label embedding e (B, E) is joined to z. The first layer of
     cat[z, e] is written as project(z) + cond_project(e) (the same linear map with its
     weight split in two), so `project` keeps the decoder's shape and key name.
+    With `cond_bn` as well, every BatchNorm after the projection and the up steps is class-conditional
+    (SNGAN / BigGAN generators): BN(x)·(1 + γ_y) + β_y with per-class γ, β from `cond_bn_gain` /
+    `cond_bn_shift` embeddings, zero at init, so the labels steer every resolution, not the input alone.
+    `upsample` "nearest" replaces each stride-2 transposed conv by 2× upsampling + 3×3 conv (`UpConv`).
     """
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int,
-                 num_classes: int = 0, depth: int = 0) -> None:
+                 num_classes: int = 0, depth: int = 0, cond_bn: bool = False, upsample: str = "convt") -> None:
         super().__init__()
         base, steps = size_plan(image_size, channels)
         check_positive(latent_dim=latent_dim, width=width)
@@ -41,13 +53,21 @@ class Generator(nn.Module):
         self.project_bn = nn.BatchNorm2d(widths[0])
         # `depth` 3×3 convs at the base resolution and after every up block but the last (to_image)
         self.refine = nn.Sequential(*refine_layers(widths[0], depth, batchnorm=True, leaky=False))
-        self.up = nn.Sequential(*[up_block(a, b, depth) for a, b in zip(widths[:-1], widths[1:], strict=True)])
-        self.to_image = nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1)
+        pairs = zip(widths[:-1], widths[1:], strict=True)  # (in, out) channels of each up block
+        self.up = nn.Sequential(*[up_block(a, b, depth, upsample) for a, b in pairs])
+        self.to_image = up_layer(widths[-1], channels, upsample, bias=True)
+        self.cond_bn = bool(cond_bn and num_classes)
         if num_classes:
             embed_dim = latent_dim  # same size as z so neither input dominates at init
             self.cond_embed = nn.Embedding(num_classes, embed_dim)
             self.cond_project = nn.ConvTranspose2d(embed_dim, widths[0], base, 1, 0, bias=False)
+        if self.cond_bn:  # one (γ, β) table per conditioned BatchNorm: project_bn, then each up block's
+            self.cond_bn_gain = nn.ModuleList(nn.Embedding(num_classes, w) for w in widths)
+            self.cond_bn_shift = nn.ModuleList(nn.Embedding(num_classes, w) for w in widths)
         init_weights(self)  # leaves cond_embed at N(0, 1), the same scale as z ~ N(0, 1)
+        if self.cond_bn:
+            for table in (*self.cond_bn_gain, *self.cond_bn_shift):
+                nn.init.zeros_(table.weight)  # start as the unconditional BN (and as the pretrained decoder)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z (B, latent_dim), y (B,) int64 labels -> images (B, C, H, W) in [-1, 1].
@@ -61,7 +81,17 @@ class Generator(nn.Module):
                 raise ValueError("conditional generator needs labels y of shape (B,)")
             e = self.cond_embed(y).view(B, -1, 1, 1)  # (B, E, 1, 1)
             x = x + self.cond_project(e)  # (B, w·2^(n-1), b, b)  == first layer of cat[z, e]
-        x = torch.relu(self.project_bn(x))  # (B, w·2^(n-1), b, b)
+        x = torch.relu(self._condition(0, self.project_bn(x), y))  # (B, w·2^(n-1), b, b)
         x = self.refine(x)  # (B, w·2^(n-1), b, b)  identity when depth 0
-        x = self.up(x)  # (B, w, H/2, W/2)
-        return torch.tanh(self.to_image(x))  # (B, C, H, W)
+        for i, block in enumerate(self.up):  # up_block: 0 up, 1 BN, 2 ReLU, then refine layers
+            x = block[1](block[0](x))  # (B, c, 2h, 2w)
+            x = block[2:](self._condition(i + 1, x, y))  # (B, c, 2h, 2w)
+        return torch.tanh(self.to_image(x))  # (B, C, H, W)  x was (B, w, H/2, W/2)
+
+    def _condition(self, i: int, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """x (B, c, h, w) after the i-th conditioned BatchNorm -> x·(1 + γ_y) + β_y; x itself without cond_bn."""
+        if not self.cond_bn:
+            return x
+        gain = self.cond_bn_gain[i](y)[:, :, None, None]  # (B, c, 1, 1)
+        shift = self.cond_bn_shift[i](y)[:, :, None, None]  # (B, c, 1, 1)
+        return x * (1 + gain.to(x.dtype)) + shift.to(x.dtype)

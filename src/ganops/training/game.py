@@ -82,6 +82,13 @@ class Game:
         standing_stats(G, self.model_cfg.latent_dist, stream_generator(self.cfg.seed, "standing").initial_seed())
         return G
 
+    def set_lr(self, factor: float) -> None:
+        """Both optimisers at `factor` × their configured learning rates (the loop sets it every step from
+        the step number alone, so a resumed run follows the same schedule)."""
+        for opt, base in ((self.opt_g, self.cfg.g_lr), (self.opt_d, self.cfg.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
     def latent(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """z (n, L) and, when conditional, uniformly drawn fake labels (n,), from the latent stream."""
         gen = self.streams["latent"]
@@ -163,6 +170,16 @@ class Game:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state["ema"] is not None else state["G"])
+
+
+def lr_factor(step: int, total: int, decay: float) -> float:
+    """Learning-rate multiplier for G step `step` (0-based) of `total`: 1, then falling linearly towards 0
+    over the last `decay` share of the steps (0 = constant). The last step still moves (factor 1/n)."""
+    n = decay * total  # steps in the decay
+    start = total - n
+    if n <= 0 or step < start:
+        return 1.0
+    return max(total - step, 0) / n
 
 
 @torch.no_grad()

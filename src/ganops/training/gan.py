@@ -35,7 +35,7 @@ from ganops.training import common
 from ganops.training.common import MetricSink
 from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
 from ganops.training.flops import counted
-from ganops.training.game import Game, generate
+from ganops.training.game import Game, generate, lr_factor
 from ganops.training.state import (
     STATS,
     EpochPlan,
@@ -205,6 +205,8 @@ class _Run:
                 for i in range(self.pos.epoch_step, plan.steps_per_epoch):
                     if self.pos.step >= total:
                         break
+                    if cfg.lr_decay:  # over the epochs' steps: max_steps cuts a run short, not its schedule
+                        game.set_lr(lr_factor(self.pos.step, plan.steps_per_epoch * cfg.epochs, cfg.lr_decay))
                     if self.step_flops is None:  # every step has the same shapes: count the first one taken
                         stats, flops = counted(lambda: game.train_step(batches[i], self.pos.step))  # noqa: B023
                         self.step_flops = flops * self.dist.world_size
