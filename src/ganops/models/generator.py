@@ -84,8 +84,10 @@ class Generator(nn.Module):
         x = torch.relu(self._condition(0, self.project_bn(x), y))  # (B, w·2^(n-1), b, b)
         x = self.refine(x)  # (B, w·2^(n-1), b, b)  identity when depth 0
         for i, block in enumerate(self.up):  # up_block: 0 up, 1 BN, 2 ReLU, then refine layers
-            x = block[1](block[0](x))  # (B, c, 2h, 2w)
-            x = block[2:](self._condition(i + 1, x, y))  # (B, c, 2h, 2w)
+            for j, layer in enumerate(block):
+                x = layer(x)  # (B, c, 2h, 2w)
+                if j == 1:  # right after the block's BatchNorm
+                    x = self._condition(i + 1, x, y)
         return torch.tanh(self.to_image(x))  # (B, C, H, W)  x was (B, w, H/2, W/2)
 
     def _condition(self, i: int, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
