@@ -55,6 +55,18 @@ def test_prepare_small_idx_writes_loadable_validated_output(tmp_path, idx_dir):
     assert (tmp_path / "validation" / "docs" / "index.html").is_file()
 
 
+def test_prepare_leaves_nothing_in_the_temp_dir(tmp_path, idx_dir, monkeypatch):
+    import tempfile
+
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(systmp))  # where GX's default site would go
+    res, _ = prepare(tmp_path, {"source": "fashion-mnist", "path": str(idx_dir)})
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "validation" / "docs" / "index.html").is_file()
+    assert not list(systmp.iterdir()), "Data Docs written outside --validation"
+
+
 def test_prepare_is_byte_identical_across_runs(tmp_path, idx_dir):
     data = {"source": "fashion-mnist", "path": str(idx_dir), "limit": 250}
     r1, a = prepare(tmp_path, data, "a")
