@@ -2,7 +2,8 @@
 # Smoke run of the whole pipeline and its FID gate, on a small real subset (a few minutes on 2 CPU cores):
 #   1. dvc repro (profiles/smoke.yaml) ends with a champion            (promote exits 0)
 #   2. a second dvc repro is a no-op
-#   3. a run made worse on purpose (train.epochs=0) is refused          (promote exits 1), champion stays
+#   3. a variant made worse on purpose (dvc exp run -S train.epochs=0) completes as a saved experiment,
+#      the gate refuses it (promote --strict exits 1), the champion stays
 #   4. sample and lineage work against the champion, pickle-free
 # Runs in a throwaway clone with its own MLflow store and DVC cache; uses the venv of this checkout.
 set -euo pipefail
@@ -58,19 +59,20 @@ dvc repro >"$WORK/repro2.log" 2>&1 || fail "second dvc repro failed"
 grep -q "Running stage" "$WORK/repro2.log" && { cat "$WORK/repro2.log"; fail "second dvc repro ran stages"; }
 say "  ok"
 
-say "3/4 a worse generator (train.epochs=0) is refused by the gate"
-ganops profile -S train.epochs=0 >/dev/null
-rc=0; dvc repro evaluate >"$WORK/repro3.log" 2>&1 || rc=$?
-[ "$rc" = 0 ] || { tail -30 "$WORK/repro3.log"; fail "dvc repro evaluate exited $rc"; }
-set +e
-ganops promote --dry-run; dry=$?
-ganops promote; gate=$?
-set -e
-[ "$dry" = 1 ] || fail "promote --dry-run exited $dry, expected 1"
-[ "$gate" = 1 ] || fail "promote exited $gate, expected 1 (refused)"
-champ=$(python -c "import json; print(json.load(open('metrics/promote.json'))['champion_after'])")
+say "3/4 a worse variant (dvc exp run -S train.epochs=0) is a saved experiment the gate refuses"
+rc=0; dvc exp run -n worse -S train.epochs=0 >"$WORK/exp.log" 2>&1 || rc=$?
+[ "$rc" = 0 ] || { tail -30 "$WORK/exp.log"; fail "dvc exp run of the worse variant exited $rc"; }
+read -r decision champ < <(python -c "import json; d=json.load(open('metrics/promote.json')); print(d['decision'], d['champion_after'])")
+[ "$decision" = refused ] || fail "the worse variant was $decision: $(cat metrics/promote.json)"
 [ "$champ" = 1 ] || fail "champion moved to v$champ"
-say "  ok: refused, champion still v1"
+dvc exp list --name-only | grep -qx worse || fail "experiment 'worse' is not in dvc exp list"
+set +e
+ganops promote --dry-run --strict; dry=$?
+ganops promote --strict; gate=$?
+set -e
+[ "$dry" = 1 ] || fail "promote --dry-run --strict exited $dry, expected 1"
+[ "$gate" = 1 ] || fail "promote --strict exited $gate, expected 1 (refused)"
+say "  ok: saved as experiment 'worse', refused (--strict exits 1), champion still v1"
 
 say "4/4 sample and lineage from the champion"
 ganops sample --model models:/ganops-generator@champion -n 16 --out "$WORK/grid.png"

@@ -1,9 +1,11 @@
 """`ganops promote`: the FID gate. Moves the registry alias `champion` to the candidate only if it passes.
 
-Exit codes for CI: 0 promoted (or already champion), 1 refused by the gate, 2 error (no candidate or a
-malformed candidate file, a missing, unreadable or out-of-range metric of the candidate or the champion,
-an unreachable store, the promotion lock still held after LOCK_WAIT_S), 130 interrupted (Ctrl-C). See
-`ganops.gate` for the rule and `ganops.tracking.promotion` for how concurrent promotes are serialised.
+Exit codes: 0 a decision was made and recorded (promoted, refused or unchanged; with --strict a refusal
+exits 1, the code CI's gate needs), 2 error (no candidate or a malformed candidate file, a missing,
+unreadable or out-of-range metric of the candidate or the champion, an unreachable store, the promotion
+lock still held after LOCK_WAIT_S), 130 interrupted (Ctrl-C). A refusal exits 0 by default so that a
+`dvc exp run` of a worse variant still completes and is saved as an experiment. See `ganops.gate` for the
+rule and `ganops.tracking.promotion` for how concurrent promotes are serialised.
 """
 
 from __future__ import annotations
@@ -56,10 +58,17 @@ def main(
     version: Annotated[str | None, typer.Option(help="registry version to judge instead of --candidate's")] = None,
     out: Annotated[Path, typer.Option(help="decision JSON to write (DVC metrics)")] = Path("metrics/promote.json"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the decision, change nothing")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the candidate is refused (CI's gate)")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Promote the candidate to `champion` if it passes the FID gate (exit 0), else exit 1; exit 2 on an
-    error (a bad candidate file or metric, an unreachable store), never a promotion."""
+    """Promote the candidate to `champion` if it passes the FID gate; record the decision (promoted,
+    refused, unchanged) in --out.
+
+    Exit codes: 0 decided (a refusal too, so `dvc exp run` keeps a worse variant as an experiment);
+    1 refused, with --strict only; 2 error (a bad candidate file or metric, an unreachable store), never a
+    promotion; 130 interrupted.
+    """
+    refused_code = 1 if strict else 0
 
     def go() -> int:
         cfg = load_section(params, "promote", PromoteConfig)
@@ -78,7 +87,7 @@ def main(
         if dry_run:
             status, reason, figures, after = _decide(cfg, uri, cand, current_champion(uri, cfg.model_name), False)
             typer.echo(f"promote (dry run): v{ver} would be {status}: {reason}")
-            return 1 if status == "rejected" else 0
+            return refused_code if status == "refused" else 0
         logged = {"promote": dataclasses.asdict(cfg), "candidate_version": ver}
         with tracking.stage_run("promote", track.experiment, logged, tracking.repo_root(),
                                 system_metrics=False) as mlrun:
@@ -100,7 +109,7 @@ def main(
             mlrun.log_artifact(out)
         typer.echo(f"promote: {cfg.model_name} v{ver} {status}: {reason}; champion "
                    f"{'v' + after.version if after else 'none'}")
-        return 1 if status == "rejected" else 0
+        return refused_code if status == "refused" else 0
 
     def _decide(cfg: PromoteConfig, uri: str, cand: Any, champ: Any,
                 write: bool) -> tuple[str, str, dict[str, Any], Any]:
@@ -116,7 +125,7 @@ def main(
         d = decide(as_cand, as_champ, cfg)
         after = apply_decision(uri, cfg.model_name, cand.version, d.promote, d.reason, d.figures, champ) \
             if write else champ
-        return ("promoted" if d.promote else "rejected"), d.reason, d.figures, after
+        return ("promoted" if d.promote else "refused"), d.reason, d.figures, after
 
     code = run(go, debug)
     raise typer.Exit(code)

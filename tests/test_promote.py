@@ -156,21 +156,26 @@ def test_promote_moves_champion_only_for_a_clearly_better_candidate(repo: Path, 
     assert res.returncode == 0, res.stderr
     assert champion(uri) == v1 and json.loads((repo / "promote.json").read_text())["decision"] == "promoted"
 
-    res = promote(repo, uri, "--version", v2)  # over max_fid
-    assert res.returncode == 1, res.stderr
+    res = promote(repo, uri, "--version", v2)  # over max_fid: refused, and a refusal is a decision (exit 0)
+    assert res.returncode == 0, res.stderr
     out = json.loads((repo / "promote.json").read_text())
-    assert out["decision"] == "rejected" and out["champion_after"] == v1 and "max_fid" in out["reason"]
+    assert out["decision"] == "refused" and out["champion_after"] == v1 and "max_fid" in out["reason"]
     tags = MlflowClient(uri).get_model_version(NAME, v2).tags
-    assert tags["ganops.decision"] == "rejected" and "max_fid" in tags["ganops.decision_reason"]
+    assert tags["ganops.decision"] == "refused" and "max_fid" in tags["ganops.decision_reason"]
+    strict = promote(repo, uri, "--version", v2, "--strict")  # CI's gate: a refusal fails the job
+    assert strict.returncode == 1 and "refused" in strict.stdout, strict.stderr
+    assert champion(uri) == v1
 
     assert promote(repo, uri, "--version", v3).returncode == 0
     assert (champion(uri), champion(uri, "previous")) == (v3, v1)
-    assert promote(repo, uri, "--version", v4).returncode == 1  # 0.1 better: noise
+    assert promote(repo, uri, "--version", v4, "--strict").returncode == 1  # 0.1 better: noise
     assert champion(uri) == v3
     assert promote(repo, uri, "--version", v3).returncode == 0  # already champion: nothing to do
 
-    dry = promote(repo, uri, "--version", v5, "--dry-run")
+    dry = promote(repo, uri, "--version", v5, "--dry-run", "--strict")
     assert dry.returncode == 0 and "would be promoted" in dry.stdout
+    dry = promote(repo, uri, "--version", v4, "--dry-run", "--strict")
+    assert dry.returncode == 1 and "would be refused" in dry.stdout
     assert champion(uri) == v3 and "ganops.decision" not in MlflowClient(uri).get_model_version(NAME, v5).tags
 
 
@@ -241,7 +246,7 @@ def test_eight_concurrent_promotes_leave_one_champion_the_best_and_lose_no_versi
     versions = {add_version(uri, f, kid=f / 1000, std=0.0005): f for f in fids}
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     procs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "promote", "--params", "params.yaml",
-                               "--out", f"promote_{v}.json", "--version", v], cwd=repo, env=env,
+                               "--out", f"promote_{v}.json", "--version", v, "--strict"], cwd=repo, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in versions]
     results = {v: (p.wait(timeout=600), p.stderr.read()) for v, p in zip(versions, procs, strict=True)}
     failed = {v: r for v, r in results.items() if r[0] not in (0, 1)}
@@ -249,7 +254,7 @@ def test_eight_concurrent_promotes_leave_one_champion_the_best_and_lose_no_versi
     client = MlflowClient(uri)
     after = {str(mv.version): mv for mv in client.search_model_versions(f"name = '{NAME}'")}
     assert set(after) == set(versions)  # no version lost
-    assert all(mv.tags.get("ganops.decision") in ("promoted", "rejected") for mv in after.values())
+    assert all(mv.tags.get("ganops.decision") in ("promoted", "refused") for mv in after.values())
     # one champion, and it is the best: under the lock each decision saw the current champion, and the
     # FIDs differ by more than the margin, so only the minimum can survive
     assert champion(uri) == min(versions, key=versions.get)
@@ -332,7 +337,7 @@ def test_eight_promotes_facing_a_dead_holders_lock_break_it_once_and_leave_one_c
     holder.wait(timeout=60)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     procs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "promote", "--params", "params.yaml",
-                               "--out", f"promote_{v}.json", "--version", v], cwd=repo, env=env,
+                               "--out", f"promote_{v}.json", "--version", v, "--strict"], cwd=repo, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in versions]
     results = {v: (p.wait(timeout=600), p.stderr.read()) for v, p in zip(versions, procs, strict=True)}
     assert not {v: r for v, r in results.items() if r[0] not in (0, 1)}

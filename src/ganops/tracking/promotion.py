@@ -340,7 +340,7 @@ def apply_decision(uri: str, name: str, version: str, promote: bool, reason: str
     old champion. Call under `registry_lock`. Returns the champion after the change (read back)."""
     client = _client(uri)
     try:
-        tags = {TAG_DECISION: "promoted" if promote else "rejected", TAG_REASON: reason[:4000],
+        tags = {TAG_DECISION: "promoted" if promote else "refused", TAG_REASON: reason[:4000],
                 **{f"ganops.gate.{k}": str(v) for k, v in figures.items()}}
         for k, v in tags.items():
             client.set_model_version_tag(name, version, k, v)
