@@ -7,7 +7,7 @@
 Each row: the experiment's name, the params it changes against its baseline commit (the
 `-S` overrides that reproduce it: `dvc exp run -S k=v ...`), then its metrics as logged by
 the stages it ran: the judge FID of the best epoch (`metrics/train.json:best_score`, the
-pruning score), training throughput and minutes, and, where the evaluate stage ran, fid10k,
+pruning score), training compute (TFLOP) and minutes, and, where the evaluate stage ran, fid10k,
 kid10k, class-coverage entropy and the weakest class's share ratio. Reads
 `dvc exp show --csv`, so it needs `dvc` on PATH and runs from the repo root. An experiment
 that ran only up to `train` (`dvc exp run ... train`, the pruning runs) shows "–" for the
@@ -28,7 +28,7 @@ PARAM_SECTIONS = ("params.yaml:seed", "model.", "data.", "pretrain.", "train.", 
 METRICS = [
     ("metrics/train.json:epochs", "epochs", "{:.0f}"),
     ("best_score", "judge FID", "{:.1f}"),
-    ("metrics/train.json:img_per_s", "img/s", "{:.0f}"),
+    ("total_flops", "TFLOP", "{:.1f}"),  # pretrain + train; divided below
     ("seconds", "pretrain min", "{:.1f}"),  # metrics/pretrain.json:seconds; divided below
     ("train_seconds", "train min", "{:.1f}"),  # seconds in the csv; divided below
     ("fid10k", "FID10k", "{:.2f}"),
@@ -76,8 +76,8 @@ def table(df: pd.DataFrame, prefix: str) -> str:
                    if pd.notna(row[c]) and _param(row[c]) != _param(base[c])]
         cells = [str(row["Experiment"]), " ".join(f"`{c}`" for c in changed) or "(baseline params)"]
         values = {col: row.get(col) for col, _, _ in METRICS}
-        for col in ("seconds", "train_seconds"):
-            values[col] = float(values[col]) / 60
+        for col, unit in (("seconds", 60), ("train_seconds", 60), ("total_flops", 1e12)):
+            values[col] = float(values[col]) / unit if pd.notna(values[col]) else None
         if str(row.get("fid10k")) == str(base.get("fid10k")):
             # A run that stopped before `evaluate` carries its baseline's evaluate.json.
             values.update({col: None for col, _, _ in METRICS[5:]})

@@ -20,7 +20,20 @@ import typer
 
 from ganops.config import EvaluateConfig, PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import (
+    METRICS_HELP,
+    DebugOpt,
+    ParamsOpt,
+    check_writable,
+    detail_of,
+    prepared_meta,
+    run,
+    write_metrics,
+)
+
+# The judge's figures in metrics/evaluate.json (beside fid/kid and the floor ratio); per-class shares and the
+# protocols go to its _detail.json.
+JUDGE_SUMMARY = ("fid", "min_share_ratio", "normalized_entropy", "collapsed_classes")
 
 
 def _read_floor(path: Path, names: list[str], meta: dict[str, Any]) -> dict[str, Any]:
@@ -48,8 +61,9 @@ def main(
     judge: Annotated[Path, typer.Option(help="judge checkpoint (ganops judge)")] = Path("models/judge.pt"),
     reference: Annotated[Path, typer.Option(help="test-split statistics (ganops reference)")] = Path(
         "stats/test_inception.safetensors"),
-    floor: Annotated[Path, typer.Option(help="real-data floor JSON (ganops floor)")] = Path("metrics/floor.json"),
-    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/evaluate.json"),
+    floor: Annotated[Path, typer.Option(help="real-data floor record (ganops floor's _detail.json)")] = Path(
+        "metrics/floor_detail.json"),
+    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/evaluate.json"),
     plots: Annotated[Path, typer.Option(help="one row per generator (DVC plots)")] = Path("plots/evaluate.csv"),
     samples: Annotated[Path, typer.Option(help="directory for sample grids")] = Path("samples"),
     candidate: Annotated[Path, typer.Option(help="JSON naming the registered version")] = Path(
@@ -62,7 +76,7 @@ def main(
         cfg = load_section(params, "evaluate", EvaluateConfig)
         promote = load_section(params, "promote", PromoteConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(metrics, plots, candidate, dirs=[samples])
+        check_writable(metrics, detail_of(metrics), plots, candidate, dirs=[samples])
         meta = prepared_meta(data)
 
         from ganops import tracking
@@ -143,14 +157,15 @@ def main(
 
         fid_name = next(k for k in res if k.startswith("fid") and not k.endswith("_over_floor"))
         judge_res = res["judge"]
-        write_json(metrics_path, res)
+        summary = {k: v for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
+        summary["judge"] = {k: judge_res[k] for k in JUDGE_SUMMARY if k in judge_res}
+        write_metrics(metrics_path, summary, res, mlrun)
         write_csv(plots_path, pd.DataFrame([{k: v for k, v in r.items() if k != "eval_seconds"} for r in rows]))
         flat = {k: float(v) for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
         flat |= {f"floor/{k}": v for k, v in res.get("floor", {}).items()}
         flat |= {f"judge/{k}": float(v) for k, v in judge_res.items() if isinstance(v, int | float)}
         flat |= {f"judge/share/{k}": v for k, v in judge_res["class_shares"].items()}
         mlrun.log_metrics(flat | {"eval_seconds": rows[0]["eval_seconds"]})
-        mlrun.log_artifact(metrics_path)
         mlrun.log_artifact(plots_path)
         collapsed = judge_res["collapsed"]
         mlrun.set_tags({"ganops.mode_collapse": str(bool(collapsed)).lower(),

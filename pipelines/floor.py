@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 
 from ganops.config import EvaluateConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import (
+    METRICS_HELP,
+    DebugOpt,
+    ParamsOpt,
+    check_writable,
+    detail_of,
+    prepared_meta,
+    run,
+    write_metrics,
+)
 
 
 def main(
@@ -21,7 +30,7 @@ def main(
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     reference: Annotated[Path, typer.Option(help="test-split statistics (ganops reference)")] = Path(
         "stats/test_inception.safetensors"),
-    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/floor.json"),
+    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/floor.json"),
     debug: DebugOpt = False,
 ) -> None:
     """FID/KID of evaluate.num_samples training images vs the test reference."""
@@ -29,12 +38,11 @@ def main(
     def go() -> None:
         cfg = load_section(params, "evaluate", EvaluateConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(metrics)
+        check_writable(metrics, detail_of(metrics))
         meta = prepared_meta(data)
 
         from ganops import tracking
         from ganops.data.prepared import load_split
-        from ganops.io import write_json
         from ganops.metrics.evaluation import floor_indices, real_data_floor
         from ganops.metrics.fid import FeatureStats
         from ganops.metrics.registry import metric_name
@@ -51,9 +59,8 @@ def main(
             floor = real_data_floor(train_x, ref, names, cfg.num_samples, cfg.seed, log=typer.echo,
                                     batch_size=cfg.batch_size, device=resolve_device(cfg.device))
             seconds = time.perf_counter() - t0
-            write_json(metrics, floor)
+            write_metrics(metrics, floor["metrics"], floor, mlrun)  # evaluate reads the detail (protocols)
             mlrun.log_metrics({**floor["metrics"], "seconds": seconds})
-            mlrun.log_artifact(metrics)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in floor["metrics"].items())
             typer.echo(f"floor: {shown} ({cfg.num_samples} train vs {ref.n} test images, {seconds:.0f} s); "
                        f"wrote {metrics}; MLflow run {mlrun.run_id}")

@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from ganops.config import JudgeConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import (
+    METRICS_HELP,
+    DebugOpt,
+    ParamsOpt,
+    check_writable,
+    detail_of,
+    prepared_meta,
+    run,
+    write_metrics,
+)
 
 MIN_ACCURACY = 0.5  # below this the judge's coverage numbers mean little: warn loudly
 
@@ -19,7 +28,7 @@ def main(
     params: ParamsOpt = Path("params.yaml"),
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     model_out: Annotated[Path, typer.Option(help="judge checkpoint to write")] = Path("models/judge.pt"),
-    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/judge.json"),
+    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/judge.json"),
     debug: DebugOpt = False,
 ) -> None:
     """Train the judge classifier on the prepared train split; report its test accuracy."""
@@ -30,12 +39,11 @@ def main(
         key = key_from_env(os.environ)
         cfg = load_section(params, "judge", JudgeConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(model_out, metrics)
+        check_writable(model_out, metrics, detail_of(metrics))
         meta = prepared_meta(data)
 
         from ganops import tracking
         from ganops.data.prepared import load_split
-        from ganops.io import write_json
         from ganops.metrics.judge import save_judge, train_judge
 
         train_x, train_y = load_split(data, "train")
@@ -54,10 +62,9 @@ def main(
             out = {"test_accuracy": m["test_accuracy"], "train_accuracy": m["train_accuracy"],
                    "train_loss": m["train_loss"], "epochs": m["epochs"], "steps": m["steps"],
                    "per_class_accuracy": dict(zip(names, m["per_class_accuracy"], strict=True))}
-            write_json(metrics, out)
+            write_metrics(metrics, {"test_accuracy": out["test_accuracy"]}, out, mlrun)
             mlrun.log_metrics({k: v for k, v in m.items() if not isinstance(v, list)})
             mlrun.log_metrics({f"class_accuracy/{n}": a for n, a in out["per_class_accuracy"].items()})
-            mlrun.log_artifact(metrics)
             if m["test_accuracy"] < MIN_ACCURACY:
                 typer.echo(f"warning: judge test accuracy {m['test_accuracy']:.3f} is low; its class coverage "
                            "and judge FID are unreliable (more judge.epochs?)", err=True)

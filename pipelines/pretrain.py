@@ -10,7 +10,18 @@ from typing import Annotated
 import typer
 
 from ganops.config import ModelConfig, PretrainConfig, TrackingConfig, load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import (
+    METRICS_HELP,
+    DebugOpt,
+    ParamsOpt,
+    check_writable,
+    detail_of,
+    prepared_meta,
+    run,
+    write_metrics,
+)
+
+SUMMARY = ("test_loss", "train_flops", "seconds")  # metrics/pretrain.json; the rest goes to its _detail.json
 
 
 def main(
@@ -18,7 +29,7 @@ def main(
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     model_out: Annotated[Path, typer.Option(help="autoencoder checkpoint to write")] = Path(
         "models/autoencoder.pt"),
-    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/pretrain.json"),
+    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/pretrain.json"),
     plots: Annotated[Path, typer.Option(help="per-epoch losses CSV (DVC plots)")] = Path("plots/pretrain.csv"),
     debug: DebugOpt = False,
 ) -> None:
@@ -31,7 +42,7 @@ def main(
         cfg = load_section(params, "pretrain", PretrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(model_out, metrics, plots)
+        check_writable(model_out, metrics, detail_of(metrics), plots)
         from ganops.data.prepared import load_split
 
         meta = prepared_meta(data)
@@ -39,7 +50,7 @@ def main(
         test_x, _ = load_split(data, "test")
 
         from ganops import tracking
-        from ganops.io import write_csv, write_json
+        from ganops.io import write_csv
         from ganops.training.autoencoder import pretrain_autoencoder
 
         logged = {"pretrain": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
@@ -50,10 +61,9 @@ def main(
                       "variational": cfg.variational, "data_hash": meta["content_hash"],
                       "mlflow_run_id": mlrun.run_id, "train_flops": res.metrics.get("train_flops")}
             save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config, key=key)
-            write_json(metrics, res.metrics)
+            write_metrics(metrics, {k: res.metrics[k] for k in SUMMARY if k in res.metrics}, res.metrics, mlrun)
             write_csv(plots, res.history)
             mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
-            mlrun.log_artifact(metrics)
             mlrun.log_artifact(plots)
             typer.echo(f"pretrain: test reconstruction loss {res.metrics['test_loss']:.4f} after "
                        f"{cfg.epochs} epochs ({res.metrics['img_per_s']:.0f} img/s, "

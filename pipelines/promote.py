@@ -20,7 +20,10 @@ import typer
 
 from ganops.config import PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, detail_of, run, write_metrics
+
+# metrics/promote.json, what `dvc exp show` shows; the reason and the gate's figures go to its _detail.json
+SUMMARY = ("decision", "promoted", "candidate_version", "champion_after")
 
 
 def _candidate_version(path: Path, version: str | None, model_name: str) -> str:
@@ -56,7 +59,8 @@ def main(
     candidate: Annotated[Path, typer.Option(help="JSON written by `ganops evaluate`")] = Path(
         "models/candidate.json"),
     version: Annotated[str | None, typer.Option(help="registry version to judge instead of --candidate's")] = None,
-    out: Annotated[Path, typer.Option(help="decision JSON to write (DVC metrics)")] = Path("metrics/promote.json"),
+    out: Annotated[Path, typer.Option(help="decision JSON to write (DVC metrics); the reason and figures go to "
+                                          "<name>_detail.json")] = Path("metrics/promote.json"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the decision, change nothing")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the candidate is refused (CI's gate)")] = False,
     debug: DebugOpt = False,
@@ -73,7 +77,7 @@ def main(
     def go() -> int:
         cfg = load_section(params, "promote", PromoteConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(None if dry_run else out)
+        check_writable(*([] if dry_run else [out, detail_of(out)]))
         ver = _candidate_version(candidate, version, cfg.model_name)
 
         from ganops import tracking
@@ -100,13 +104,10 @@ def main(
                       "model_name": cfg.model_name, "candidate_version": ver,
                       "champion_before": before.version if before else None,
                       "champion_after": after.version if after else None, "figures": figures}
-            from ganops.io import write_json
-
-            write_json(out, result)
+            write_metrics(out, {k: result[k] for k in SUMMARY}, result, mlrun)
             mlrun.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)}
                               | {"promoted": result["promoted"]})
             mlrun.set_tags({"ganops.decision": status, "ganops.candidate_version": ver})
-            mlrun.log_artifact(out)
         typer.echo(f"promote: {cfg.model_name} v{ver} {status}: {reason}; champion "
                    f"{'v' + after.version if after else 'none'}")
         return refused_code if status == "refused" else 0

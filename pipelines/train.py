@@ -12,8 +12,19 @@ import typer
 
 from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import (
+    METRICS_HELP,
+    DebugOpt,
+    ParamsOpt,
+    check_writable,
+    detail_of,
+    prepared_meta,
+    run,
+    write_metrics,
+)
 
+# metrics/train.json, what `dvc exp show` compares; losses, throughput and the FLOP breakdown go to its _detail.json
+SUMMARY = ("epochs", "steps", "score", "best_score", "total_flops", "train_seconds")
 ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
 
 
@@ -47,7 +58,7 @@ def main(
     checkpoints: Annotated[Path, typer.Option(help="directory for last.pt / best.pt")] = Path("checkpoints"),
     judge: Annotated[Path | None, typer.Option(help="judge checkpoint: its FID scores each epoch (picks best.pt); "
                                                     "without it a pixel-space FD does")] = None,
-    metrics: Annotated[Path, typer.Option(help="DVC metrics JSON to write")] = Path("metrics/train.json"),
+    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/train.json"),
     plots: Annotated[Path, typer.Option(help="training curves CSV (DVC plots)")] = Path("plots/train.csv"),
     resume: Annotated[bool, typer.Option("--resume", help="continue from <checkpoints>/last.pt")] = False,
     debug: DebugOpt = False,
@@ -61,7 +72,7 @@ def main(
         cfg = load_section(params, "train", TrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(model_out, metrics, plots, dirs=[checkpoints])
+        check_writable(model_out, metrics, detail_of(metrics), plots, dirs=[checkpoints])
         meta = prepared_meta(data)
         ae_state, pretrain_flops = (_autoencoder_state(autoencoder, model_cfg, meta, key)
                                     if cfg.init_from_autoencoder else (None, None))
@@ -122,7 +133,7 @@ def main(
     def _write_outputs(cfg: TrainConfig, model_cfg: ModelConfig, meta: dict[str, Any], res: Any, mlrun: Any,
                        logged: dict[str, Any], key: bytes | None, pretrain_flops: float | None) -> None:
         from ganops.checkpoint import save_checkpoint
-        from ganops.io import write_csv, write_json
+        from ganops.io import write_csv
 
         config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                   "num_classes": meta["num_classes"], "class_names": meta["class_names"],
@@ -134,10 +145,9 @@ def main(
             typer.echo(f"train: compute {res.metrics['total_flops'] / 1e12:.1f} TFLOP = train "
                        f"{res.metrics['flops_per_step'] / 1e9:.2f} GFLOP/step × {int(res.metrics['steps'])} steps"
                        f" + pretrain {res.metrics['pretrain_flops'] / 1e12:.1f} TFLOP")
-        write_json(metrics, res.metrics)
+        write_metrics(metrics, {k: res.metrics[k] for k in SUMMARY if k in res.metrics}, res.metrics, mlrun)
         write_csv(plots, res.history)
         mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
-        mlrun.log_artifact(metrics)
         mlrun.log_artifact(plots)
         typer.echo(f"train: wrote {model_out} ({'EMA ' if cfg.ema_decay else ''}generator); "
                    f"MLflow run {mlrun.run_id}")

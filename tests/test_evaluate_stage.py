@@ -50,7 +50,7 @@ def invoke(*args: str) -> object:
 
 
 EVAL_ARGS = ("evaluate", "--data", "prepared", "--judge", "judge.pt", "--reference", "ref.safetensors",
-             "--floor", "floor.json", "--metrics", "eval.json", "--plots", "eval.csv", "--samples", "samples",
+             "--floor", "floor_detail.json", "--metrics", "eval.json", "--plots", "eval.csv", "--samples", "samples",
              "--candidate", "candidate.json")
 
 
@@ -84,7 +84,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory):
 def test_judge_stage_writes_a_judge_and_its_accuracy(ws: Path) -> None:
     m = json.loads((ws / "judge.json").read_text())
     assert 0.3 < m["test_accuracy"] <= 1.0  # 1 epoch on 400 images: far above chance (0.1)
-    assert len(m["per_class_accuracy"]) == 10 and "Trouser" in m["per_class_accuracy"]
+    detail = json.loads((ws / "judge_detail.json").read_text())  # per-class figures stay out of `dvc exp show`
+    assert set(m) == {"test_accuracy"} and detail["test_accuracy"] == m["test_accuracy"]
+    assert len(detail["per_class_accuracy"]) == 10 and "Trouser" in detail["per_class_accuracy"]
 
 
 def test_train_scores_epochs_with_the_judge_fid(ws: Path) -> None:
@@ -95,8 +97,9 @@ def test_train_scores_epochs_with_the_judge_fid(ws: Path) -> None:
 
 
 def test_floor_is_n_train_images_against_the_test_reference(ws: Path) -> None:
-    floor = json.loads((ws / "floor.json").read_text())
+    floor = json.loads((ws / "floor_detail.json").read_text())
     assert set(floor["metrics"]) == {f"fid{N}", f"kid{N}", f"kid{N}_std"}
+    assert json.loads((ws / "floor.json").read_text()) == floor["metrics"]  # the DVC metrics: numbers only
     p = floor["protocol"][f"fid{N}"]
     assert (p["n_gen"], p["n_ref"], p["ref_split"], p["gen_split"]) == (N, N_TEST, "test", "train")
     assert 0 < floor["metrics"][f"fid{N}"] < 200  # real vs real: far below an untrained generator
@@ -105,15 +108,20 @@ def test_floor_is_n_train_images_against_the_test_reference(ws: Path) -> None:
 def test_evaluate_writes_protocol_named_metrics_floor_coverage_grids_and_registers(ws: Path) -> None:
     res = invoke(*EVAL_ARGS, "--generator", "gen.pt", "--generator", "ckpt/last.pt")
     assert res.exit_code == 0, res.output
-    m = json.loads((ws / "eval.json").read_text())
-    fid, floor = m[f"fid{N}"], json.loads((ws / "floor.json").read_text())["metrics"]
+    m = json.loads((ws / "eval.json").read_text())  # the DVC metrics: the numbers a user compares
+    detail = json.loads((ws / "eval_detail.json").read_text())  # the full record beside it
+    fid, floor = m[f"fid{N}"], json.loads((ws / "floor.json").read_text())
     assert fid > 0 and m[f"kid{N}_std"] > 0 and np.isfinite(m[f"kid{N}"])
-    assert m["floor"][f"fid{N}"] == floor[f"fid{N}"]
+    assert set(m) == {f"fid{N}", f"kid{N}", f"kid{N}_std", f"fid{N}_over_floor", "judge"}
+    assert set(m["judge"]) == {"fid", "min_share_ratio", "normalized_entropy", "collapsed_classes"}
+    assert {k: detail[k] for k in m if k != "judge"} == {k: v for k, v in m.items() if k != "judge"}
+    assert detail["floor"][f"fid{N}"] == floor[f"fid{N}"]
     assert m[f"fid{N}_over_floor"] == pytest.approx(fid / floor[f"fid{N}"])
-    proto = m["protocol"][f"fid{N}"]
+    proto = detail["protocol"][f"fid{N}"]
     assert (proto["n_gen"], proto["n_ref"], proto["ref_split"]) == (N, N_TEST, "test")
     assert proto["network"].startswith("tf-inception") and proto["resize"] == "tf1-bilinear 299"
-    judge = m["judge"]
+    judge = detail["judge"]
+    assert m["judge"] == {k: judge[k] for k in m["judge"]}
     assert judge["n"] == N and 0 <= judge["normalized_entropy"] <= 1 and sum(judge["class_shares"].values()) == 1
     assert judge["collapsed_classes"] == len(judge["collapsed"])
     # one row per generator in the plots CSV; the checkpoint's EMA G is the shipped one, so equal scores
@@ -147,10 +155,10 @@ def test_evaluate_is_deterministic(ws: Path) -> None:
     outs = []
     for i in range(2):
         res = invoke("evaluate", "--data", "prepared", "--judge", "judge.pt", "--reference", "ref.safetensors",
-                     "--floor", "floor.json", "--metrics", f"det{i}.json", "--plots", "det.csv", "--samples", "det",
-                     "--candidate", "det_candidate.json", "--generator", "gen.pt")
+                     "--floor", "floor_detail.json", "--metrics", f"det{i}.json", "--plots", "det.csv",
+                     "--samples", "det", "--candidate", "det_candidate.json", "--generator", "gen.pt")
         assert res.exit_code == 0, res.output
-        outs.append((ws / f"det{i}.json").read_bytes())
+        outs.append(((ws / f"det{i}.json").read_bytes(), (ws / f"det{i}_detail.json").read_bytes()))
     assert outs[0] == outs[1]
 
 
@@ -173,14 +181,14 @@ def test_the_gate_reads_the_coverage_evaluate_registered(ws: Path) -> None:
         params["promote"] = {"model_name": "gen-test", "max_fid": 1e4, "min_class_share": bar}
         (ws / "gate_params.yaml").write_text(yaml.safe_dump(params))
         res = runner.invoke(app, ["promote", "--params", "gate_params.yaml", "--version", cand["version"],
-                                  "--dry-run"])
+                                  "--dry-run", "--strict"])
         assert res.exit_code == code, res.output
         assert ("mode collapse" in res.output) == (code == 1), res.output
 
 
 @pytest.mark.parametrize("mutate, needle", [
-    (lambda ws: (ws / "floor.json").write_text(json.dumps(
-        {**json.loads((ws / "floor.json").read_text()), "metrics": {"fid10k": 1.0}})), "floor is no fid60"),
+    (lambda ws: (ws / "floor_detail.json").write_text(json.dumps(
+        {**json.loads((ws / "floor_detail.json").read_text()), "metrics": {"fid10k": 1.0}})), "floor is no fid60"),
     (lambda ws: (ws / "ref.safetensors").write_bytes(b"not a stats file"), "not a ganops statistics file"),
     (lambda ws: (ws / "judge.pt").write_bytes(b"garbage"), "judge.pt: unreadable checkpoint"),
 ])

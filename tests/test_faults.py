@@ -112,7 +112,8 @@ def test_signal_mid_training_ends_the_run_killed_with_no_outputs_or_temp_files(
     assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == said and "Traceback" not in err, err
     assert [r.info.status for r in runs(store, "train")] == ["KILLED"]
-    assert not any((tmp_path / f).exists() for f in ("gen.pt", "train.json", "train.csv")), "half-done outputs"
+    assert not any((tmp_path / f).exists() for f in ("gen.pt", "train.json", "train_detail.json", "train.csv")), \
+        "half-done outputs"
     assert temp_leftovers(tmp_path) == []
 
 

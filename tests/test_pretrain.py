@@ -60,8 +60,10 @@ def test_pretrain_writes_checkpoint_metrics_plots_and_mlflow_run(workspace):
     assert ckpt["kind"] == "autoencoder"
     config = json.loads(ckpt["config"])
     assert config["image_size"] == 28 and config["model"]["latent_dim"] == 16
-    metrics = json.loads((workspace / "metrics/pretrain.json").read_text())
+    metrics = json.loads((workspace / "metrics/pretrain_detail.json").read_text())
     assert metrics["epochs"] == 2 and 0 < metrics["test_loss"] < 1
+    summary = json.loads((workspace / "metrics/pretrain.json").read_text())
+    assert set(summary) == {"test_loss", "train_flops", "seconds"} and summary["test_loss"] == metrics["test_loss"]
     plots = pd.read_csv(workspace / "plots/pretrain.csv")
     assert list(plots["epoch"]) == [1, 2]
     assert plots["train_loss"].iloc[1] < plots["train_loss"].iloc[0]  # it learns

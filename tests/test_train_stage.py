@@ -57,7 +57,10 @@ def test_train_writes_generator_checkpoints_metrics_and_mlflow_run(workspace):
     config = json.loads(ckpt["config"])
     assert config["ema"] is True and config["image_size"] == 28 and config["num_classes"] == 10
     assert (workspace / "ckpt/last.pt").is_file() and (workspace / "ckpt/best.pt").is_file()
-    metrics = json.loads((workspace / "train.json").read_text())
+    summary = json.loads((workspace / "train.json").read_text())  # the DVC metrics: what `dvc exp show` lists
+    metrics = json.loads((workspace / "train_detail.json").read_text())  # the full record beside it
+    assert set(summary) <= {"epochs", "steps", "score", "best_score", "total_flops", "train_seconds"}
+    assert summary == {k: metrics[k] for k in summary} and "best_score" in summary
     assert metrics["steps"] == 2 * (160 // 32) and metrics["img_per_s"] > 0
     for k in ("d_loss", "g_loss", "d_real", "d_fake"):
         assert k in metrics
@@ -123,8 +126,9 @@ def test_bad_train_params_fail_before_any_work(workspace, bad, needle):
 def test_train_reports_its_compute_budget_with_the_pretraining_it_started_from(workspace):
     res = train()
     assert res.exit_code == 0, res.output
-    m = json.loads((workspace / "train.json").read_text())
-    pm = json.loads((workspace / "pm.json").read_text())
+    m = json.loads((workspace / "train_detail.json").read_text())
+    pm = json.loads((workspace / "pm_detail.json").read_text())
+    assert json.loads((workspace / "train.json").read_text())["total_flops"] == m["total_flops"]
     # FLOPs per step × steps, for both loops; the train stage adds the autoencoder's (from its checkpoint)
     assert pm["train_flops"] == pm["flops_per_step"] * pm["steps"] > 0
     assert m["train_flops"] == m["flops_per_step"] * m["steps"] > 0
