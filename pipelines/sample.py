@@ -14,7 +14,7 @@ from pipelines.common import DebugOpt, check_writable, run
 def main(
     model: Annotated[str, typer.Option(help="models:/<name>@<alias>, models:/<name>/<version>, or a .pt file")] = (
         "models:/ganops-generator@champion"),
-    n: Annotated[int, typer.Option("-n", "--n", help="number of images", min=1, max=4096)] = 64,
+    n: Annotated[int, typer.Option("-n", "--num", help="number of images", min=1, max=4096)] = 64,
     out: Annotated[Path, typer.Option(help="PNG grid to write")] = Path("samples.png"),
     seed: Annotated[int, typer.Option(help="seed of the latents (same seed, same images)")] = 0,
     class_id: Annotated[int | None, typer.Option("--class", help="class to draw (conditional models)")] = None,

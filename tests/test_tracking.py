@@ -98,6 +98,22 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(repo: Path) -> None:
     assert table.read_text().splitlines() == ["epoch,loss", "0,1.5", "1,0.75"]
 
 
+def test_experiments_open_on_the_model_training_view_of_the_mlflow_ui(repo: Path) -> None:
+    """MLflow 3's UI shows an experiment without `mlflow.experimentKind` as a GenAI app (traces); ganops
+    tags the ones it creates, and an older untagged one on its next run, but keeps a kind set by hand."""
+    run_stage(repo)
+    assert client().get_experiment_by_name("test").tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client().create_experiment("old")  # as made by an earlier ganops, or by hand
+    with stage_run("pretrain", "old", PARAMS, repo, system_metrics=False):
+        pass
+    assert client().get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    client().set_experiment_tag(old, "mlflow.experimentKind", "genai_development")
+    run_stage(repo)
+    with stage_run("pretrain", "old", PARAMS, repo, system_metrics=False):
+        pass
+    assert client().get_experiment(old).tags["mlflow.experimentKind"] == "genai_development"
+
+
 def test_dirty_flag_flips_after_editing_a_tracked_file(repo: Path) -> None:
     clean = client().get_run(run_stage(repo)).data.tags
     (repo / "scratch.txt").write_text("untracked files do not count\n")

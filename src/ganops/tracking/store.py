@@ -32,6 +32,10 @@ STORE_BUDGET_S = 60.0  # all attempts on a busy database store; back-off 1, 2, 4
 _BUSY = re.compile(r"database (table )?is locked|database is busy|lock wait timeout|lock timeout|deadlock|"
                    r"too many connections|no answer within", re.IGNORECASE)
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI view (traces, an empty overview); with
+# it, on the "Model training" view: the runs table, metrics and charts. A user's own choice is kept.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
 # A dying server should cost seconds, not MLflow's default ~4 min retry loop per call.
 _ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -210,7 +214,8 @@ def get_or_create_experiment(name: str, repo_root: Path, tracking_uri: str | Non
             safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "default"
             location = (Path(repo_root).resolve() / "mlartifacts" / safe).as_uri()
         try:
-            return str(client.create_experiment(name, artifact_location=location))
+            return str(client.create_experiment(name, artifact_location=location,
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
         except MlflowException:  # another stage process may have created it meanwhile
             exp = client.get_experiment_by_name(name)
             if exp is None:
@@ -219,6 +224,8 @@ def get_or_create_experiment(name: str, repo_root: Path, tracking_uri: str | Non
         raise TrackingError(f"MLflow experiment {name!r} is deleted: restore it "
                             f"(mlflow experiments restore --experiment-id {exp.experiment_id}) "
                             "or set another tracking.experiment")
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # made before ganops tagged its experiments, or by hand
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return str(exp.experiment_id)
 
 
