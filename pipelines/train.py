@@ -59,7 +59,10 @@ def main(
     judge: Annotated[Path | None, typer.Option(help="judge checkpoint: its FID scores each epoch (picks best.pt); "
                                                     "without it a pixel-space FD does")] = None,
     metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/train.json"),
-    plots: Annotated[Path, typer.Option(help="training curves CSV (DVC plots)")] = Path("plots/train.csv"),
+    plots: Annotated[Path, typer.Option(help="training curves CSV, one row per log point (DVC plots)")] = Path(
+        "plots/train.csv"),
+    epoch_plots: Annotated[Path, typer.Option(help="per-epoch score CSV: epoch, step, score, best_score (DVC "
+                                                   "plots)")] = Path("plots/train_epochs.csv"),
     resume: Annotated[bool, typer.Option("--resume", help="continue from <checkpoints>/last.pt")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -72,7 +75,7 @@ def main(
         cfg = load_section(params, "train", TrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
         track = load_section(params, "tracking", TrackingConfig)
-        check_writable(model_out, metrics, detail_of(metrics), plots, dirs=[checkpoints])
+        check_writable(model_out, metrics, detail_of(metrics), plots, epoch_plots, dirs=[checkpoints])
         meta = prepared_meta(data)
         ae_state, pretrain_flops = (_autoencoder_state(autoencoder, model_cfg, meta, key)
                                     if cfg.init_from_autoencoder else (None, None))
@@ -146,9 +149,14 @@ def main(
                        f"{res.metrics['flops_per_step'] / 1e9:.2f} GFLOP/step × {int(res.metrics['steps'])} steps"
                        f" + pretrain {res.metrics['pretrain_flops'] / 1e12:.1f} TFLOP")
         write_metrics(metrics, {k: res.metrics[k] for k in SUMMARY if k in res.metrics}, res.metrics, mlrun)
-        write_csv(plots, res.history)
+        # Two tables, so neither has empty cells (a plot draws an empty cell as 0): the loss curves at every
+        # log point, and the judge score at the epoch ends that have one.
+        write_csv(plots, res.history.drop(columns="score"))
+        scored = res.history.dropna(subset=["score"])[["epoch", "step", "score"]]
+        write_csv(epoch_plots, scored.assign(best_score=scored["score"].cummin()))
         mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
         mlrun.log_artifact(plots)
+        mlrun.log_artifact(epoch_plots)
         typer.echo(f"train: wrote {model_out} ({'EMA ' if cfg.ema_decay else ''}generator); "
                    f"MLflow run {mlrun.run_id}")
 

@@ -135,3 +135,39 @@ def test_train_reports_its_compute_budget_with_the_pretraining_it_started_from(w
     assert m["pretrain_flops"] == pm["train_flops"]
     assert m["total_flops"] == m["train_flops"] + m["pretrain_flops"]
     assert f"train: compute {m['total_flops'] / 1e12:.1f} TFLOP" in res.output
+
+
+def test_plots_have_no_empty_cells_and_dvc_draws_exactly_the_defined_curves(workspace: Path) -> None:
+    """`dvc plots show` of the stages' real CSVs: the four titled plots of dvc.yaml and no default plot of
+    a whole file, every y column present; no empty cell (a plot draws one as 0)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    res = train()
+    assert res.exit_code == 0, res.output
+    curves, epochs = pd.read_csv(workspace / "train.csv"), pd.read_csv(workspace / "plots/train_epochs.csv")
+    assert not curves.isna().any().any() and not epochs.isna().any().any()
+    assert list(epochs.columns) == ["epoch", "step", "score", "best_score"] and list(epochs["epoch"]) == [1, 2]
+    assert list(epochs["best_score"]) == list(epochs["score"].cummin())
+
+    repo = workspace / "dvcrepo"
+    (repo / "plots").mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, repo / name)
+    for src, dst in (("pp.csv", "pretrain.csv"), ("train.csv", "train.csv"), ("plots/train_epochs.csv",
+                                                                           "train_epochs.csv")):
+        shutil.copy(workspace / src, repo / "plots" / dst)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, timeout=120)
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0 and "could not find" not in shown.stderr, shown.stderr
+    out = json.loads(shown.stdout)
+    titles = [next(iter(p)) for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]]
+    assert not out.get("errors") and sorted(out["data"]) == sorted(titles), out
+    assert all(len(v) == 1 and v[0]["type"] == "vega" for v in out["data"].values())
