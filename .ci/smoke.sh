@@ -40,7 +40,7 @@ rc=0; dvc repro >"$WORK/repro1.log" 2>&1 || rc=$?
 [ "$rc" = 0 ] || { tail -30 "$WORK/repro1.log"; fail "first dvc repro exited $rc"; }
 grep -E "^(judge|floor|evaluate|promote):" "$WORK/repro1.log" | sed 's/^/  /'
 python -c "import json,sys; d=json.load(open('metrics/promote.json')); sys.exit(d['decision']!='promoted')" \
-  || fail "first candidate was not promoted: $(cat metrics/promote.json)"
+  || fail "first candidate was not promoted: $(cat metrics/promote_detail.json)"
 python - <<'PY' || fail "a stage of the first dvc repro has no finished MLflow run"
 import sys, yaml
 from mlflow.tracking import MlflowClient
@@ -57,15 +57,22 @@ say "  ok: champion set ($((SECONDS - start)) s)"
 say "2/4 second dvc repro is a no-op"
 dvc repro >"$WORK/repro2.log" 2>&1 || fail "second dvc repro failed"
 grep -q "Running stage" "$WORK/repro2.log" && { cat "$WORK/repro2.log"; fail "second dvc repro ran stages"; }
-say "  ok"
+git add -A && git -c user.name=ci -c user.email=ci@localhost -c commit.gpgsign=false commit -qm "champion run"
+say "  ok (committed: the baseline of the experiment below)"
 
 say "3/4 a worse variant (dvc exp run -S train.epochs=0) is a saved experiment the gate refuses"
 rc=0; dvc exp run -n worse -S train.epochs=0 >"$WORK/exp.log" 2>&1 || rc=$?
 [ "$rc" = 0 ] || { tail -30 "$WORK/exp.log"; fail "dvc exp run of the worse variant exited $rc"; }
-read -r decision champ < <(python -c "import json; d=json.load(open('metrics/promote.json')); print(d['decision'], d['champion_after'])")
-[ "$decision" = refused ] || fail "the worse variant was $decision: $(cat metrics/promote.json)"
+read -r decision champ < <(python -c "import json; d=json.load(open('metrics/promote_detail.json')); print(d['decision'], d['champion_after'])")
+[ "$decision" = refused ] || fail "the worse variant was $decision: $(cat metrics/promote_detail.json)"
 [ "$champ" = 1 ] || fail "champion moved to v$champ"
 dvc exp list --name-only | grep -qx worse || fail "experiment 'worse' is not in dvc exp list"
+table=$(COLUMNS=160 dvc exp show --only-changed --no-pager)
+echo "$table" | sed 's/^/  /'
+grep -q "fid200" <<<"$table" || fail "dvc exp show --only-changed shows no fid200 column"
+if grep -q "…" <<<"$table" || [ "$(wc -L <<<"$table")" -gt 160 ]; then
+  fail "dvc exp show --only-changed of two variants does not fit 160 columns"
+fi
 set +e
 ganops promote --dry-run --strict; dry=$?
 ganops promote --strict; gate=$?

@@ -7,8 +7,9 @@
 Each row: the experiment's name, the params it changes against its baseline commit (the
 `-S` overrides that reproduce it: `dvc exp run -S k=v ...`), then its metrics as logged by
 the stages it ran: the judge FID of the best epoch (`metrics/train.json:best_score`, the
-pruning score), training compute (TFLOP) and minutes, and, where the evaluate stage ran, fid10k,
-kid10k, class-coverage entropy and the weakest class's share ratio. Reads
+pruning score), training compute (TFLOP), epochs and minutes (from the experiment's
+`metrics/*_detail.json`), and, where the evaluate stage ran, fid10k, kid10k and the weakest
+class's share ratio. Reads
 `dvc exp show --csv`, so it needs `dvc` on PATH and runs from the repo root. An experiment
 that ran only up to `train` (`dvc exp run ... train`, the pruning runs) shows "–" for the
 evaluate columns rather than its baseline's numbers.
@@ -18,24 +19,48 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 
 import pandas as pd
 
 PARAM_SECTIONS = ("params.yaml:seed", "model.", "data.", "pretrain.", "train.", "judge.epochs",
                   "evaluate.", "promote.")
-# (csv column, table header, format)
+# (column, table header, format): a metrics column of `dvc exp show --csv`, or "<stage>:<key>" of the
+# experiment's metrics/<stage>_detail.json (read from its commit), where the figures that are not compared
+# in `dvc exp show` (minutes, epochs) live
 METRICS = [
-    ("metrics/train.json:epochs", "epochs", "{:.0f}"),
+    ("train:epochs", "epochs", "{:.0f}"),
     ("best_score", "judge FID", "{:.1f}"),
     ("total_flops", "TFLOP", "{:.1f}"),  # pretrain + train; divided below
-    ("seconds", "pretrain min", "{:.1f}"),  # metrics/pretrain.json:seconds; divided below
-    ("train_seconds", "train min", "{:.1f}"),  # seconds in the csv; divided below
+    ("pretrain:seconds", "pretrain min", "{:.1f}"),  # divided below
+    ("train:train_seconds", "train min", "{:.1f}"),  # divided below
     ("fid10k", "FID10k", "{:.2f}"),
     ("kid10k", "KID10k", "{:.4f}"),
-    ("judge.normalized_entropy", "coverage H", "{:.3f}"),
-    ("judge.min_share_ratio", "min share", "{:.2f}"),
+    ("judge/min_share_ratio", "min share", "{:.2f}"),
 ]
+EVALUATE_COLUMNS = 5  # METRICS[5:] come from the evaluate stage
+SCALE = {"total_flops": 1e12, "pretrain:seconds": 60, "train:train_seconds": 60}
+
+
+def _detail(rev: str, stage: str) -> dict:
+    """metrics/<stage>_detail.json as committed in `rev` (an experiment's or a baseline's commit); {} if absent."""
+    spec = f"{rev}:metrics/{stage}_detail.json" if rev != "workspace" else None
+    try:
+        text = subprocess.run(["git", "show", spec], check=True, capture_output=True, text=True).stdout if spec \
+            else open(f"metrics/{stage}_detail.json", encoding="utf-8").read()
+        return json.loads(text)
+    except (subprocess.CalledProcessError, OSError, json.JSONDecodeError):
+        return {}
+
+
+def _value(row: pd.Series, col: str, details: dict[str, dict]) -> object:
+    if ":" not in col:
+        return row.get(col)
+    stage, key = col.split(":", 1)
+    if stage not in details:
+        details[stage] = _detail(str(row["rev"]), stage)
+    return details[stage].get(key)
 
 
 def _param_columns(df: pd.DataFrame) -> list[str]:
@@ -67,7 +92,8 @@ def table(df: pd.DataFrame, prefix: str) -> str:
     base_of = df["typ"].eq("baseline").cumsum()  # row -> index of its baseline block
     baselines = df[df["typ"] == "baseline"].set_index(base_of[df["typ"] == "baseline"])
     keep = (df["typ"] != "baseline") & df["Experiment"].fillna("").str.startswith(prefix)
-    keep &= df["State"].fillna("Success") == "Success"
+    if "State" in df:  # only when some experiment is not a success
+        keep &= df["State"].fillna("Success") == "Success"
     header = ["experiment", "overrides"] + [h for _, h, _ in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i in df[keep].sort_values("Created").index:
@@ -75,12 +101,13 @@ def table(df: pd.DataFrame, prefix: str) -> str:
         changed = [f"{c.split(':')[-1]}={_param(row[c])}" for c in params
                    if pd.notna(row[c]) and _param(row[c]) != _param(base[c])]
         cells = [str(row["Experiment"]), " ".join(f"`{c}`" for c in changed) or "(baseline params)"]
-        values = {col: row.get(col) for col, _, _ in METRICS}
-        for col, unit in (("seconds", 60), ("train_seconds", 60), ("total_flops", 1e12)):
-            values[col] = float(values[col]) / unit if pd.notna(values[col]) else None
+        details: dict[str, dict] = {}
+        values = {col: _value(row, col, details) for col, _, _ in METRICS}
+        for col, unit in SCALE.items():
+            values[col] = float(values[col]) / unit if values[col] is not None and pd.notna(values[col]) else None
         if str(row.get("fid10k")) == str(base.get("fid10k")):
             # A run that stopped before `evaluate` carries its baseline's evaluate.json.
-            values.update({col: None for col, _, _ in METRICS[5:]})
+            values.update({col: None for col, _, _ in METRICS[EVALUATE_COLUMNS:]})
         cells += [_fmt(values[col], fmt) for col, _, fmt in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -31,9 +31,9 @@ from pipelines.common import (
     write_metrics,
 )
 
-# The judge's figures in metrics/evaluate.json (beside fid/kid and the floor ratio); per-class shares and the
-# protocols go to its _detail.json.
-JUDGE_SUMMARY = ("fid", "min_share_ratio", "normalized_entropy", "collapsed_classes")
+# The judge's figure in metrics/evaluate.json (beside fid, kid ± std and the floor ratio): the weakest class's
+# share, named as in MLflow and the gate. Judge FID, entropy, per-class shares and protocols: its _detail.json.
+JUDGE_SUMMARY = ("min_share_ratio",)
 
 
 def _read_floor(path: Path, names: list[str], meta: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def main(
         fid_name = next(k for k in res if k.startswith("fid") and not k.endswith("_over_floor"))
         judge_res = res["judge"]
         summary = {k: v for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
-        summary["judge"] = {k: judge_res[k] for k in JUDGE_SUMMARY if k in judge_res}
+        summary |= {f"judge/{k}": judge_res[k] for k in JUDGE_SUMMARY if k in judge_res}
         write_metrics(metrics_path, summary, res, mlrun)
         write_csv(plots_path, pd.DataFrame([{k: v for k, v in r.items() if k != "eval_seconds"} for r in rows]))
         flat = {k: float(v) for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}

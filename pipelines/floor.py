@@ -59,7 +59,9 @@ def main(
             floor = real_data_floor(train_x, ref, names, cfg.num_samples, cfg.seed, log=typer.echo,
                                     batch_size=cfg.batch_size, device=resolve_device(cfg.device))
             seconds = time.perf_counter() - t0
-            write_metrics(metrics, floor["metrics"], floor, mlrun)  # evaluate reads the detail (protocols)
+            # named as evaluate logs them to MLflow (floor/fid10k), so no column of `dvc exp show` clashes with
+            # the generator's fid10k; evaluate reads the detail (protocols)
+            write_metrics(metrics, {f"floor/{k}": v for k, v in floor["metrics"].items()}, floor, mlrun)
             mlrun.log_metrics({**floor["metrics"], "seconds": seconds})
             shown = ", ".join(f"{k} {v:.4g}" for k, v in floor["metrics"].items())
             typer.echo(f"floor: {shown} ({cfg.num_samples} train vs {ref.n} test images, {seconds:.0f} s); "

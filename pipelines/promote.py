@@ -22,8 +22,9 @@ from ganops.config import PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, detail_of, run, write_metrics
 
-# metrics/promote.json, what `dvc exp show` shows; the reason and the gate's figures go to its _detail.json
-SUMMARY = ("decision", "promoted", "candidate_version", "champion_after")
+# metrics/promote.json, what `dvc exp show` shows: promoted | refused | unchanged. The versions, the reason and
+# the gate's figures go to its _detail.json.
+SUMMARY = ("decision",)
 
 
 def _candidate_version(path: Path, version: str | None, model_name: str) -> str:

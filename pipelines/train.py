@@ -23,8 +23,9 @@ from pipelines.common import (
     write_metrics,
 )
 
-# metrics/train.json, what `dvc exp show` compares; losses, throughput and the FLOP breakdown go to its _detail.json
-SUMMARY = ("epochs", "steps", "score", "best_score", "total_flops", "train_seconds")
+# metrics/train.json, what `dvc exp show` compares: the best epoch's judge FID and the compute budget (FLOPs are
+# the same on any machine). Steps, losses, minutes, throughput and the FLOP breakdown go to its _detail.json.
+SUMMARY = ("best_score", "total_flops")
 ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
 
 

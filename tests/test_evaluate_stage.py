@@ -99,7 +99,8 @@ def test_train_scores_epochs_with_the_judge_fid(ws: Path) -> None:
 def test_floor_is_n_train_images_against_the_test_reference(ws: Path) -> None:
     floor = json.loads((ws / "floor_detail.json").read_text())
     assert set(floor["metrics"]) == {f"fid{N}", f"kid{N}", f"kid{N}_std"}
-    assert json.loads((ws / "floor.json").read_text()) == floor["metrics"]  # the DVC metrics: numbers only
+    # the DVC metrics: numbers only, named as evaluate logs them (no clash with the generator's fid in a table)
+    assert json.loads((ws / "floor.json").read_text()) == {f"floor/{k}": v for k, v in floor["metrics"].items()}
     p = floor["protocol"][f"fid{N}"]
     assert (p["n_gen"], p["n_ref"], p["ref_split"], p["gen_split"]) == (N, N_TEST, "test", "train")
     assert 0 < floor["metrics"][f"fid{N}"] < 200  # real vs real: far below an untrained generator
@@ -112,16 +113,15 @@ def test_evaluate_writes_protocol_named_metrics_floor_coverage_grids_and_registe
     detail = json.loads((ws / "eval_detail.json").read_text())  # the full record beside it
     fid, floor = m[f"fid{N}"], json.loads((ws / "floor.json").read_text())
     assert fid > 0 and m[f"kid{N}_std"] > 0 and np.isfinite(m[f"kid{N}"])
-    assert set(m) == {f"fid{N}", f"kid{N}", f"kid{N}_std", f"fid{N}_over_floor", "judge"}
-    assert set(m["judge"]) == {"fid", "min_share_ratio", "normalized_entropy", "collapsed_classes"}
-    assert {k: detail[k] for k in m if k != "judge"} == {k: v for k, v in m.items() if k != "judge"}
-    assert detail["floor"][f"fid{N}"] == floor[f"fid{N}"]
-    assert m[f"fid{N}_over_floor"] == pytest.approx(fid / floor[f"fid{N}"])
+    assert set(m) == {f"fid{N}", f"kid{N}", f"kid{N}_std", f"fid{N}_over_floor", "judge/min_share_ratio"}
+    assert {k: detail[k] for k in m if "/" not in k} == {k: v for k, v in m.items() if "/" not in k}
+    assert detail["floor"][f"fid{N}"] == floor[f"floor/fid{N}"]
+    assert m[f"fid{N}_over_floor"] == pytest.approx(fid / floor[f"floor/fid{N}"])
     proto = detail["protocol"][f"fid{N}"]
     assert (proto["n_gen"], proto["n_ref"], proto["ref_split"]) == (N, N_TEST, "test")
     assert proto["network"].startswith("tf-inception") and proto["resize"] == "tf1-bilinear 299"
     judge = detail["judge"]
-    assert m["judge"] == {k: judge[k] for k in m["judge"]}
+    assert m["judge/min_share_ratio"] == judge["min_share_ratio"]
     assert judge["n"] == N and 0 <= judge["normalized_entropy"] <= 1 and sum(judge["class_shares"].values()) == 1
     assert judge["collapsed_classes"] == len(judge["collapsed"])
     # one row per generator in the plots CSV; the checkpoint's EMA G is the shipped one, so equal scores
@@ -139,7 +139,7 @@ def test_evaluate_writes_protocol_named_metrics_floor_coverage_grids_and_registe
     client = MlflowClient()
     run = client.get_run(cand["run_id"])
     assert run.data.metrics[f"fid{N}"] == pytest.approx(fid)
-    assert run.data.metrics[f"floor/fid{N}"] == pytest.approx(floor[f"fid{N}"])
+    assert run.data.metrics[f"floor/fid{N}"] == pytest.approx(floor[f"floor/fid{N}"])
     assert run.data.tags["ganops.mode_collapse"] in ("true", "false")
     assert cand["registered"] and cand["name"] == "gen-test"
     version = client.get_model_version("gen-test", cand["version"])
@@ -171,7 +171,7 @@ def test_the_gate_reads_the_coverage_evaluate_registered(ws: Path) -> None:
     res = invoke(*EVAL_ARGS[:-2], "--candidate", "gate_candidate.json", "--generator", "gen.pt")
     assert res.exit_code == 0, res.output
     cand = json.loads((ws / "gate_candidate.json").read_text())
-    share = json.loads((ws / "eval.json").read_text())["judge"]["min_share_ratio"]
+    share = json.loads((ws / "eval.json").read_text())["judge/min_share_ratio"]
     info = get_version(os.environ["MLFLOW_TRACKING_URI"], "gen-test", cand["version"])
     assert info is not None and info.metrics[MIN_SHARE] == pytest.approx(share)
     assert share < 1.0  # 60 samples of a 1-epoch G are not exactly uniform over 10 classes (seeded)

@@ -63,7 +63,7 @@ def test_pretrain_writes_checkpoint_metrics_plots_and_mlflow_run(workspace):
     metrics = json.loads((workspace / "metrics/pretrain_detail.json").read_text())
     assert metrics["epochs"] == 2 and 0 < metrics["test_loss"] < 1
     summary = json.loads((workspace / "metrics/pretrain.json").read_text())
-    assert set(summary) == {"test_loss", "train_flops", "seconds"} and summary["test_loss"] == metrics["test_loss"]
+    assert summary == {k: metrics[k] for k in ("test_loss", "train_flops")}
     plots = pd.read_csv(workspace / "plots/pretrain.csv")
     assert list(plots["epoch"]) == [1, 2]
     assert plots["train_loss"].iloc[1] < plots["train_loss"].iloc[0]  # it learns

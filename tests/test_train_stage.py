@@ -59,8 +59,7 @@ def test_train_writes_generator_checkpoints_metrics_and_mlflow_run(workspace):
     assert (workspace / "ckpt/last.pt").is_file() and (workspace / "ckpt/best.pt").is_file()
     summary = json.loads((workspace / "train.json").read_text())  # the DVC metrics: what `dvc exp show` lists
     metrics = json.loads((workspace / "train_detail.json").read_text())  # the full record beside it
-    assert set(summary) <= {"epochs", "steps", "score", "best_score", "total_flops", "train_seconds"}
-    assert summary == {k: metrics[k] for k in summary} and "best_score" in summary
+    assert set(summary) == {"best_score", "total_flops"} and summary == {k: metrics[k] for k in summary}
     assert metrics["steps"] == 2 * (160 // 32) and metrics["img_per_s"] > 0
     for k in ("d_loss", "g_loss", "d_real", "d_fake"):
         assert k in metrics
