@@ -181,7 +181,10 @@ def main(
                    f"entropy {judge_res['normalized_entropy']:.3f} ({rows[0]['eval_seconds']:.0f} s)")
         info: dict[str, Any] = {"registered": False, "run_id": mlrun.run_id, "metrics": flat}
         if cfg.register:
+            from ganops.gate import gate_inputs
+
             version = tracking.register_generator(mlrun, cand[0], promote.model_name, metrics=flat,
+                                                  tag_metrics=gate_inputs(flat),
                                                   tags={"ganops.mode_collapse": str(bool(collapsed)).lower()})
             info |= {"registered": True, **dataclasses.asdict(version)}
             typer.echo(f"evaluate: registered {version.model_uri} (MLflow run {mlrun.run_id})")

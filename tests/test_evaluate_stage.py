@@ -146,6 +146,10 @@ def test_evaluate_writes_protocol_named_metrics_floor_coverage_grids_and_registe
     assert version.tags["ganops.run_id"] == cand["run_id"]
     assert version.tags["ganops.data_hash"] == json.loads((ws / "prepared/meta.json").read_text())["content_hash"]
     assert float(version.tags[f"metric.fid{N}"]) == pytest.approx(fid)
+    # the version carries what the gate reads, not every metric (those are on the run and the logged model)
+    assert {k for k in version.tags if k.startswith("metric.")} == {
+        f"metric.fid{N}", f"metric.kid{N}", f"metric.kid{N}_std", "metric.judge/min_share_ratio"}
+    assert len(version.tags) <= 12, sorted(version.tags)
     for tag in ("ganops.git_commit", "ganops.params_hash"):
         assert tag in version.tags
 

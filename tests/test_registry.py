@@ -126,12 +126,15 @@ def test_register_twice_tags_versions_and_serves_pickle_free(repo: Path, tmp_pat
     assert mv.description == f"ganops generator from run {v1.run_id}: fid=21.5, kid=0.0125"
     logged = client().get_logged_model(mv.source.removeprefix("models:/"))
     assert {m.key: m.value for m in logged.metrics} == {"fid": 21.5, "kid": 0.0125}
+    # linked both ways: the logged model's page names its version, the registered model says what it is
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "gen", "version": "1"}]
+    assert "pyfunc" in client().get_registered_model("gen").description
     assert logged.experiment_id == run.info.experiment_id and logged.source_run_id == v1.run_id
 
     local = Path(mlflow.artifacts.download_artifacts(v1.model_uri, dst_path=str(tmp_path / "model")))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle")) or "__pycache__" in f]
-    assert {"MLmodel", "artifacts/generator.pt", "code/ganops/models/shipped.py"} <= files
+    assert {"MLmodel", "artifacts/generator.pt", "code/ganops/models/shipped.py", "input_example.json"} <= files
     pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     assert "model_code_path" in pyfunc and "python_model" not in pyfunc  # code, not a cloudpickle file
     requirements = (local / "requirements.txt").read_text().split()

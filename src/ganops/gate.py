@@ -35,6 +35,13 @@ MIN_SHARE = "judge/min_share_ratio"  # as `ganops evaluate` registers it
 KID_NEG_SIGMAS = 3.0
 
 
+def gate_inputs(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics the gate reads, of an evaluation's: fid<N>, kid<N> and kid<N>_std, judge/min_share_ratio.
+    A registered version carries just these as tags; the rest lives on its run and logged model."""
+    kid = re.compile(r"kid\d+k?(_std)?")
+    return {k: v for k, v in metrics.items() if _FID.fullmatch(k) or kid.fullmatch(k) or k == MIN_SHARE}
+
+
 @dataclass(frozen=True)
 class Candidate:
     """What the gate reads of a registered version: its metrics (numbers, or the registry's tag strings,

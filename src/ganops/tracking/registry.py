@@ -12,10 +12,10 @@ metrics, so a version can be traced to the commit and data that made it.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -83,21 +83,34 @@ def _description(run_id: str, metrics: Mapping[str, float]) -> str:
     return f"ganops generator from run {run_id}: {shown}"
 
 
+MODEL_DESCRIPTION = ("Class-conditional GAN generators trained by ganops (`dvc repro`). Each version is "
+                     "a pyfunc: input columns seed, n and optionally class; output one PNG (base64) per "
+                     "image. Alias `champion`: the version the FID gate (`ganops promote`) last promoted; "
+                     "`previous`: the one before. Tags: lineage (git commit, data and params hashes) and "
+                     "the figures the gate read.")
+
+
 def _ensure_registered_model(client: Any, name: str) -> None:
-    """Create registered model `name` unless it exists (another process may create it meanwhile)."""
+    """Create registered model `name` with its description unless it exists (another process may create it
+    meanwhile); give an existing one without a description ours."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=MODEL_DESCRIPTION)
     except MlflowException as e:
         if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=MODEL_DESCRIPTION)
 
 
 def register_generator(run: StageRun, generator_path: Path, model_name: str, metrics: Mapping[str, float],
-                       tags: Mapping[str, str] | None = None) -> RegisteredVersion:
-    """Log the generator checkpoint as a pyfunc model of `run` and register it as a new version of
-    `model_name`, tagged with the run's lineage, `ganops.run_id`, `metric.<key>` and `tags`.
+                       tags: Mapping[str, str] | None = None,
+                       tag_metrics: Mapping[str, float] | None = None) -> RegisteredVersion:
+    """Log the generator checkpoint as a pyfunc model of `run` (with `metrics` as the logged model's
+    metrics) and register it as a new version of `model_name`, linked to that logged model and tagged
+    with the run's lineage, `ganops.run_id`, `metric.<key>` for `tag_metrics` (default: all `metrics`;
+    evaluate passes only what the gate reads, so the versions table stays one line a version) and `tags`.
 
     TrackingError if the checkpoint is missing or the store refuses; unlike `StageRun.log_*`, a failed
     registration raises, since the caller asked for a version and must not report one that is not there.
@@ -108,6 +121,7 @@ def register_generator(run: StageRun, generator_path: Path, model_name: str, met
     mlflow = _mlflow()
     from mlflow.entities import Metric
     from mlflow.models import Model
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     client = _client(run.tracking_uri)
     try:
@@ -120,19 +134,21 @@ def register_generator(run: StageRun, generator_path: Path, model_name: str, met
         # the global tracking URI, not a client's; stage_run set the same one.
         if mlflow.get_tracking_uri() != run.tracking_uri:
             mlflow.set_tracking_uri(run.tracking_uri)
+        import pandas as pd
+
         # Model.log, not pyfunc.log_model: only it takes run_id (pyfunc.log_model uses the active run).
-        # artifact_path is its deprecated, still positional, predecessor of name.
-        with warnings.catch_warnings():  # the signature is given; an example would only be run to check it
-            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
-            info = Model.log(
-                artifact_path=None, name=ARTIFACT, flavor=mlflow.pyfunc, run_id=run.run_id,
-                model_id=logged.model_id,
-                python_model=str(MODEL_CODE),  # a path: model from code, nothing pickled
-                artifacts={ARTIFACT: str(generator_path.resolve())},
-                code_paths=[str(Path(ganops.__file__).parent)],  # MLflow skips __pycache__
-                pip_requirements=_pip_requirements(),
-                signature=_signature(),
-            )
+        # artifact_path is its deprecated, still positional, predecessor of name. The input example is
+        # shown on the model page and served once here, so a model that cannot answer fails now.
+        info = Model.log(
+            artifact_path=None, name=ARTIFACT, flavor=mlflow.pyfunc, run_id=run.run_id,
+            model_id=logged.model_id,
+            python_model=str(MODEL_CODE),  # a path: model from code, nothing pickled
+            artifacts={ARTIFACT: str(generator_path.resolve())},
+            code_paths=[str(Path(ganops.__file__).parent)],  # MLflow skips __pycache__
+            pip_requirements=_pip_requirements(),
+            signature=_signature(),
+            input_example=pd.DataFrame({"seed": [0], "n": [2]}),  # 2 images, classes drawn by the seed
+        )
         # Model metrics (MLflow 3): on the logged model's page and searchable. Model.log already linked
         # the run's step-0 metrics; do not add a second copy of those.
         linked = {(m.key, m.value) for m in client.get_logged_model(logged.model_id).metrics or []}
@@ -143,12 +159,17 @@ def register_generator(run: StageRun, generator_path: Path, model_name: str, met
             client.log_batch(run.run_id, metrics=batch)
 
         _ensure_registered_model(client, model_name)
+        shown = metrics if tag_metrics is None else tag_metrics
         version_tags = {**run.tags, TAG_RUN_ID: run.run_id,
-                        **{f"{METRIC_TAG_PREFIX}{k}": str(float(v)) for k, v in metrics.items()},
+                        **{f"{METRIC_TAG_PREFIX}{k}": str(float(v)) for k, v in shown.items()},
                         **dict(tags or {})}
         mv = client.create_model_version(model_name, source=info.model_uri, run_id=run.run_id,
-                                         tags=version_tags, description=_description(run.run_id, metrics),
+                                         tags=version_tags, description=_description(run.run_id, shown),
                                          model_id=logged.model_id)
+        # The link the logged model's page shows ("Registered: <name> v<n>"): mlflow.register_model sets
+        # this tag; create_model_version (which takes the run id and a description) does not.
+        client.set_logged_model_tags(logged.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            [{"name": mv.name, "version": str(mv.version)}])})
     except Exception as e:
         raise TrackingError(f"could not register generator {generator_path} as {model_name!r} "
                             f"in {run.tracking_uri}: {_reason(e)}") from e
