@@ -2,7 +2,8 @@
 
 Sources, most trustworthy first: the checkpoint inside the registered model (the exact train/model
 params it was trained with, its data hash and the train run id), the version's tags (the evaluate
-run's lineage: git commit, params hash, pipeline; the metrics; the gate's decision) and the train run.
+run's lineage: git commit, params hash, pipeline; the figures the gate read; its decision), the evaluate
+run (every other metric) and the train run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def describe(model_uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     client = _client(uri)
     aliases = tuple(sorted(a for a, v in (client.get_registered_model(info.name).aliases or {}).items()
                            if str(v) == info.version))
+    metrics = dict(info.metrics)  # the gate's figures, from the version's tags
+    if info.run_id:  # the rest (floor, coverage, ...) from the evaluate run that registered it
+        with contextlib.suppress(Exception):
+            metrics = {**client.get_run(info.run_id).data.metrics, **metrics}
     train_run: dict[str, Any] = {}
     if run_id := config.get("mlflow_run_id"):
         with contextlib.suppress(Exception):  # the train run may live in another store
@@ -36,5 +41,5 @@ def describe(model_uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
             train_run = {"run_id": run_id, "tags": dict(run.data.tags), "start_time": run.info.start_time,
                          "status": run.info.status}
     return {"name": info.name, "version": info.version, "aliases": aliases, "tags": info.tags,
-            "metrics": info.metrics, "evaluate_run_id": info.run_id, "generator": config,
+            "metrics": metrics, "evaluate_run_id": info.run_id, "generator": config,
             "train_run": train_run, "tracking_uri": uri}
