@@ -104,8 +104,11 @@ def main(
         test_x, _ = load_split(data, "test")
         judge_ref = judge_reference_stats(judge_net, test_x)
         device = resolve_device(cfg.device)
+        # what made the candidate (its checkpoint's train and model sections), so MLflow's "Compare" of two
+        # evaluate runs shows the recipe that changed beside the figures
+        made_by = {k: gens[0][2][k] for k in ("model", "train") if isinstance(gens[0][2].get(k), dict)}
         logged = {"evaluate": dataclasses.asdict(cfg), "generators": [str(p) for p in generator],
-                  "model_name": promote.model_name}
+                  "model_name": promote.model_name, **made_by}
         with tracking.stage_run("evaluate", track.experiment, logged, tracking.repo_root(), data_meta=meta,
                                 system_metrics=track.system_metrics) as mlrun:
             rows, results = [], []

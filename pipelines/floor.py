@@ -6,6 +6,7 @@ FID is reported beside it. Recomputed only when the data, N or the metric list c
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
@@ -52,7 +53,7 @@ def main(
         train_x, _ = load_split(data, "train")
         floor_indices(len(train_x), cfg.num_samples, cfg.seed)  # fail before the MLflow run if N is too big
         names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
-        logged = {"num_samples": cfg.num_samples, "metrics": list(cfg.metrics), "seed": cfg.seed}
+        logged = {"evaluate": dataclasses.asdict(cfg)}  # the section it reads, prefixed like every stage's
         with tracking.stage_run("floor", track.experiment, logged, tracking.repo_root(), data_meta=meta,
                                 system_metrics=track.system_metrics) as mlrun:
             t0 = time.perf_counter()

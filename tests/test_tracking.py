@@ -156,6 +156,37 @@ def test_stages_of_one_repro_share_a_pipeline_key_and_are_found_together(repo: P
     assert find_pipeline_runs(key, "no-such-experiment") == []
 
 
+def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_an_input(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    meta = {"content_hash": "abc123", "source": "fashion-mnist", "path": str(repo), "counts": {"train": 10}}
+    with stage_run("prepare", "test", PARAMS, repo, data_meta=meta, system_metrics=False) as first:
+        pass
+    with stage_run("train", "test", PARAMS, repo, data_meta=meta, system_metrics=False) as second:
+        pass
+    runs = [client().get_run(r.run_id) for r in (first, second)]
+    parent_id = runs[0].data.tags["mlflow.parentRunId"]
+    assert runs[1].data.tags["mlflow.parentRunId"] == parent_id
+    parent = client().get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.info.end_time >= runs[1].info.end_time
+    assert parent.data.tags["ganops.pipeline_parent"] == first.pipeline_key
+    assert parent.info.run_name == f"pipeline {first.pipeline_key[:8]}"
+    assert [r["run_id"] for r in find_pipeline_runs(first.pipeline_key, "test")] == [first.run_id, second.run_id]
+    # the prepared data is a dataset input: same content hash, same digest
+    for r in runs:
+        (ds,) = r.inputs.dataset_inputs
+        assert ds.dataset.digest == "abc123" and ds.dataset.name == "fashion-mnist (train 10)"
+        assert {t.key: t.value for t in ds.tags}["mlflow.data.context"] == r.data.tags["ganops.stage"]
+
+    # a DVC experiment (dvc exp run sets DVC_EXP_NAME) gets its own parent, named and tagged after it
+    monkeypatch.setenv("DVC_EXP_NAME", "wider-d")
+    with stage_run("train", "test", {**PARAMS, "seed": 1}, repo, system_metrics=False) as exp_run:
+        pass
+    tags = client().get_run(exp_run.run_id).data.tags
+    exp_parent = client().get_run(tags["mlflow.parentRunId"])
+    assert exp_parent.info.run_id != parent_id and exp_parent.info.run_name == "wider-d"
+    assert exp_parent.data.tags["ganops.dvc_exp"] == tags["ganops.dvc_exp"] == "wider-d"
+
+
 def test_pipeline_id_env_var_overrides_the_derived_key(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANOPS_PIPELINE_ID", "ci-build-17")
     run_id = run_stage(repo)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import signal
 import threading
 import time
@@ -36,6 +38,11 @@ if TYPE_CHECKING:
 
 TAG_STAGE, TAG_COMMIT, TAG_DIRTY = "ganops.stage", "ganops.git_commit", "ganops.git_dirty"
 TAG_DATA, TAG_PARAMS, TAG_PIPELINE = "ganops.data_hash", "ganops.params_hash", "ganops.pipeline"
+# One `dvc repro` (or `dvc exp run`) = one parent run, its stage runs nested under it (MLflow's
+# mlflow.parentRunId tag). The parent carries TAG_PARENT_OF = the pipeline key its stages share (plus
+# "/<experiment>" in a DVC experiment), and is named after the DVC experiment (DVC_EXP_NAME, which
+# `dvc exp run` sets) when there is one.
+TAG_PARENT_OF, TAG_DVC_EXP, TAG_MLFLOW_PARENT = "ganops.pipeline_parent", "ganops.dvc_exp", "mlflow.parentRunId"
 
 SLOW_FAILURE_S = 2.0  # a logging call that failed after this long pauses tracking...
 PAUSE_S = 60.0  # ...for this long, so a dead server costs one stall, not one per step
@@ -243,9 +250,10 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
     try:
         with _signals_deferred():
             experiment_id = get_or_create_experiment(experiment, root, tracking_uri=uri)
+            nesting = _nest_under_pipeline(_client(uri), experiment_id, tags)
             mlflow.set_tracking_uri(uri)
-            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage, tags=tags,
-                                      log_system_metrics=system_metrics)
+            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or stage,
+                                      tags=tags | nesting, log_system_metrics=system_metrics)
     except TrackingError:
         raise
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipelines.common) while starting: end what started
@@ -256,6 +264,7 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
         raise TrackingError(f"could not start an MLflow run for {stage!r} in {uri}: {_reason(e)}") from e
 
     run = StageRun(active.info.run_id, uri, experiment_id, tags)
+    parent_id = active.data.tags.get(TAG_MLFLOW_PARENT)
     status = "FINISHED"
     try:  # from here on every way out ends the run, also a signal while logging the params
         _log_inputs(run, stage, params, data_meta)
@@ -268,6 +277,33 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
         raise
     finally:
         run._end(status)  # a signal meanwhile is raised after it (_signals_deferred)
+        if parent_id:  # the parent's status and end time follow its latest stage
+            run._safely("end parent run", lambda: run._client.set_terminated(parent_id, status=status))
+
+
+def _nest_under_pipeline(client: Any, experiment_id: str, tags: Mapping[str, str]) -> dict[str, str]:
+    """Tags that nest a stage run under its pipeline's parent run, found by pipeline key or created.
+
+    The parent is a container: created FINISHED (never left RUNNING by a stage that dies), and each stage's
+    end sets its status and end time again. The stage runs keep their own lineage tags; `ganops.pipeline`
+    is not on the parent, so `find_pipeline_runs` lists stages only.
+    """
+    key = tags[TAG_PIPELINE]
+    exp_name = os.environ.get("DVC_EXP_NAME", "").strip()
+    # the pipeline key (code + params.yaml) and the experiment's name: two experiments with equal params
+    # are still two parents
+    parent_of = f"{key}/{re.sub(r'[^A-Za-z0-9._-]', '_', exp_name)}" if exp_name else key
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT_OF}` = '{parent_of}'",
+                               order_by=["attributes.start_time ASC"], max_results=1)
+    if found:
+        parent_id = found[0].info.run_id
+    else:
+        parent_tags = {TAG_PARENT_OF: parent_of, TAG_COMMIT: tags[TAG_COMMIT], TAG_DIRTY: tags[TAG_DIRTY],
+                       **({TAG_DVC_EXP: exp_name} if exp_name else {})}
+        parent = client.create_run(experiment_id, run_name=exp_name or f"pipeline {key[:8]}", tags=parent_tags)
+        parent_id = parent.info.run_id
+        client.set_terminated(parent_id, status="FINISHED")
+    return {TAG_MLFLOW_PARENT: parent_id, **({TAG_DVC_EXP: exp_name} if exp_name else {})}
 
 
 def _log_inputs(run: StageRun, stage: str, params: Mapping[str, Any], data_meta: Mapping[str, Any] | None) -> None:
@@ -282,8 +318,28 @@ def _log_inputs(run: StageRun, stage: str, params: Mapping[str, Any], data_meta:
             run._client.log_dict(run.run_id, to_jsonable(dict(params)), "params.json")
             if data_meta:
                 run._client.log_dict(run.run_id, to_jsonable(dict(data_meta)), "data_meta.json")
+                if data_meta.get("content_hash"):
+                    run._client.log_inputs(run.run_id, datasets=[_dataset_input(data_meta, stage)])
     except Exception as e:
         raise TrackingError(f"could not log params of {stage!r} to {run.tracking_uri}: {_reason(e)}") from e
+
+
+def _dataset_input(data_meta: Mapping[str, Any], stage: str) -> Any:
+    """The prepared data as an MLflow dataset input (the run's "Datasets used"): named after its source,
+    digest = its content hash, so two runs on the same data show the same digest; context = the stage."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both ways are the local path
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(data_meta.get("path") or data_meta.get("source") or "prepared"))
+    counts = data_meta.get("counts") or {}
+    name = f"{data_meta.get('source', 'data')} ({'/'.join(f'{k} {v}' for k, v in counts.items())})" if counts \
+        else str(data_meta.get("source", "data"))
+    ds = MetaDataset(source, name=name, digest=str(data_meta["content_hash"]))
+    return DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, stage)])
 
 
 def find_pipeline_runs(pipeline_key: str, experiment: str,
