@@ -98,6 +98,20 @@ def prepared_meta(data: Path) -> dict[str, Any]:
     return meta
 
 
+class RenamedMetrics:
+    """A MetricSink over `sink` that logs the keys in `names` under their new names: a command names what
+    a core module logs generically (train's "epoch/score" is the judge FID when a judge scores)."""
+
+    def __init__(self, sink: Any, names: dict[str, str]) -> None:
+        self.sink, self.names = sink, names
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.sink.log_metrics({self.names.get(k, k): v for k, v in metrics.items()}, step)
+
+    def log_image_grid(self, images: Any, key: str, step: int | None = None, nrow: int = 8) -> None:
+        self.sink.log_image_grid(images, key, step=step, nrow=nrow)
+
+
 METRICS_HELP = "DVC metrics JSON to write; the full record goes to <name>_detail.json beside it"
 
 

@@ -168,7 +168,7 @@ def main(
         flat |= {f"floor/{k}": v for k, v in res.get("floor", {}).items()}
         flat |= {f"judge/{k}": float(v) for k, v in judge_res.items() if isinstance(v, int | float)}
         flat |= {f"judge/share/{k}": v for k, v in judge_res["class_shares"].items()}
-        mlrun.log_metrics(flat | {"eval_seconds": rows[0]["eval_seconds"]})
+        mlrun.log_metrics(flat | {"seconds": rows[0]["eval_seconds"]})  # `seconds`: every stage's wall time
         mlrun.log_artifact(plots_path)
         collapsed = judge_res["collapsed"]
         mlrun.set_tags({"ganops.mode_collapse": str(bool(collapsed)).lower(),

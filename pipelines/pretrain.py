@@ -63,7 +63,7 @@ def main(
             save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config, key=key)
             write_metrics(metrics, {k: res.metrics[k] for k in SUMMARY if k in res.metrics}, res.metrics, mlrun)
             write_csv(plots, res.history)
-            mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
+            mlrun.log_metrics(res.metrics)  # the epoch curves are epoch/*, so these names are free
             mlrun.log_artifact(plots)
             typer.echo(f"pretrain: test reconstruction loss {res.metrics['test_loss']:.4f} after "
                        f"{cfg.epochs} epochs ({res.metrics['img_per_s']:.0f} img/s, "

@@ -16,6 +16,7 @@ from pipelines.common import (
     METRICS_HELP,
     DebugOpt,
     ParamsOpt,
+    RenamedMetrics,
     check_writable,
     detail_of,
     prepared_meta,
@@ -111,7 +112,11 @@ def main(
         with ctx as mlrun:
             from ganops.training.common import NullSink
 
-            res = train_gan(cfg, model_cfg, train_x, train_y, k, checkpoints, mlrun or NullSink(),
+            # the core logs its epoch score generically; here it gets the name evaluate gives the same figure
+            score = "judge/fid" if judge is not None else "pixel/fd"
+            sink = RenamedMetrics(mlrun, {"epoch/score": score, "epoch/best_score": f"{score}_best"}) \
+                if mlrun is not None else NullSink()
+            res = train_gan(cfg, model_cfg, train_x, train_y, k, checkpoints, sink,
                             ae_state=ae_state, resume=resume, score_fn=score_fn, dist=dist,
                             log=typer.echo if dist.is_main else (lambda *_: None), key=key)
             if not dist.is_main:
@@ -155,7 +160,7 @@ def main(
         write_csv(plots, res.history.drop(columns="score"))
         scored = res.history.dropna(subset=["score"])[["epoch", "step", "score"]]
         write_csv(epoch_plots, scored.assign(best_score=scored["score"].cummin()))
-        mlrun.log_metrics({f"final/{k}": v for k, v in res.metrics.items()})
+        mlrun.log_metrics(res.metrics)  # the step curves are train/*, the epoch score judge/fid
         mlrun.log_artifact(plots)
         mlrun.log_artifact(epoch_plots)
         typer.echo(f"train: wrote {model_out} ({'EMA ' if cfg.ema_decay else ''}generator); "

@@ -93,6 +93,11 @@ def test_train_scores_epochs_with_the_judge_fid(ws: Path) -> None:
     runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("t").experiment_id],
                                       filter_string="tags.`ganops.stage` = 'train'")
     assert runs[0].data.params["score"] == "judge-fid"
+    # one name per quantity across stages: the judge FID is judge/fid here as in evaluate, time is `seconds`
+    logged = set(runs[0].data.metrics)
+    assert {"judge/fid", "judge/fid_best", "seconds", "best_score"} <= logged
+    assert not [k for k in logged if k.startswith(("final/", "epoch/score")) or k.endswith("_seconds")], logged
+    assert runs[0].data.params["train.epochs"] == "1"  # params prefixed by their section in every stage
     assert np.isfinite(json.loads((ws / "train.json").read_text())["best_score"])
 
 

@@ -141,17 +141,18 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
             rows.append(row)
             sink.log_metrics({"epoch/train_loss": row["train_loss"], "epoch/test_loss": test_loss,
                               "epoch/img_per_s": row["img_per_s"]}, step)
-            sink.log_image_grid(reconstruction_grid(model, x_show), "reconstructions", step=epoch, nrow=N_SHOW)
+            # images on the metrics' step axis, so MLflow's step slider and the curves line up
+            sink.log_image_grid(reconstruction_grid(model, x_show), "reconstructions", step=step, nrow=N_SHOW)
             if cfg.variational:
                 sink.log_image_grid(prior_samples(model, 64, model_cfg.latent_dim, cfg.seed, device),
-                                    "prior_samples", step=epoch)
+                                    "prior_samples", step=step)
             log(f"epoch {epoch}/{cfg.epochs}: train {row['train_loss']:.4f} test {test_loss:.4f} "
                 f"({row['img_per_s']:.0f} img/s, {seconds:.1f} s)")
     pairs = min(8, len(test_x) // 2)
     if pairs:
         a = to_model_input(test_x[:pairs], device, cfg.channels_last)
         b = to_model_input(test_x[pairs:2 * pairs], device, cfg.channels_last)
-        sink.log_image_grid(interpolation_strip(model, a, b), "interpolation", step=cfg.epochs, nrow=N_INTERP)
+        sink.log_image_grid(interpolation_strip(model, a, b), "interpolation", step=step, nrow=N_INTERP)
     history = pd.DataFrame(rows, columns=["epoch", "step", "train_loss", "test_loss", "img_per_s", "seconds"])
     last = rows[-1] if rows else {}
     metrics = {

@@ -161,10 +161,12 @@ class _Run:
         means = self.last_means = self.meter.epoch_means()
         self.game.stand_shipped()  # before the grids, the score and the checkpoint see it
         G, ema, main = self.game.G, self.game.ema, self.dist.is_main
+        # images on the metrics' step axis (G steps), so MLflow's step slider and the curves line up
         if main:
-            self.sink.log_image_grid(generate(G, self.z_grid, self.y_grid), "samples", step=epoch)
+            self.sink.log_image_grid(generate(G, self.z_grid, self.y_grid), "samples", step=self.pos.step)
         if main and ema is not None:
-            self.sink.log_image_grid(generate(ema.model, self.z_grid, self.y_grid), "samples_ema", step=epoch)
+            self.sink.log_image_grid(generate(ema.model, self.z_grid, self.y_grid), "samples_ema",
+                                     step=self.pos.step)
         score, is_best = math.nan, False
         if self.score_fn is not None and main:
             shipped = self.game.shipped()
@@ -232,7 +234,7 @@ class _Run:
         """Final figures (for metrics/train.json); values that were never measured are left out, not NaN."""
         scores = [r["score"] for r in self.history if not math.isnan(r["score"])]
         m = {"steps": float(self.pos.step), "epochs": float(self.pos.epochs_done), **means,
-             "img_per_s": self.meter.throughput(), "train_seconds": self.meter.train_seconds,
+             "img_per_s": self.meter.throughput(), "seconds": self.meter.train_seconds,
              # the compute budget (issue 13), the same on every machine: FLOPs per step × steps of the whole run
              **({"flops_per_step": float(self.step_flops), "train_flops": float(self.step_flops * self.pos.step)}
                 if self.step_flops is not None else {}),
@@ -292,7 +294,7 @@ def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, t
         run.last_means = run.meter.epoch_means()
     means = run.last_means or {k: run.history[-1][k] if run.history else math.nan for k in STATS}
     if dist.is_main:
-        sink.log_image_grid(run.interpolation(), "interpolation", step=run.pos.epochs_done, nrow=N_INTERP)
+        sink.log_image_grid(run.interpolation(), "interpolation", step=run.pos.step, nrow=N_INTERP)
     metrics = run.metrics(means)
     log(f"train: done, {run.pos.step} steps, {metrics['img_per_s']:.0f} img/s"
         + (f", best score {run.best:.4g}" if "best_score" in metrics else ""))
