@@ -112,28 +112,6 @@ class RenamedMetrics:
         self.sink.log_image_grid(images, key, step=step, nrow=nrow)
 
 
-METRICS_HELP = "DVC metrics JSON to write; the full record goes to <name>_detail.json beside it"
-
-
-def detail_of(metrics: Path) -> Path:
-    """The full-record JSON beside a metrics file: metrics/evaluate.json -> metrics/evaluate_detail.json."""
-    return metrics.with_name(f"{metrics.stem}_detail{metrics.suffix}")
-
-
-def write_metrics(metrics: Path, summary: dict[str, Any], detail: dict[str, Any], mlrun: Any = None) -> None:
-    """Write the numbers a user compares across experiments to `metrics` (a DVC metrics file: what
-    `dvc exp show` and `dvc metrics diff` tabulate, so kept to a few columns) and the full record
-    (protocols, per-class figures, losses, throughput) to `detail_of(metrics)`, a plain DVC out.
-    Both are logged to `mlrun` when given."""
-    from ganops.io import write_json
-
-    write_json(detail_of(metrics), detail)
-    write_json(metrics, summary)
-    if mlrun is not None:
-        mlrun.log_artifact(metrics)
-        mlrun.log_artifact(detail_of(metrics))
-
-
 def not_implemented(stage: str) -> None:
     typer.echo(f"error: `ganops {stage}` is not implemented yet (see the issue tracker)", err=True)
     sys.exit(2)

@@ -20,16 +20,8 @@ import typer
 
 from ganops.config import EvaluateConfig, PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import (
-    METRICS_HELP,
-    DebugOpt,
-    ParamsOpt,
-    check_writable,
-    detail_of,
-    prepared_meta,
-    run,
-    write_metrics,
-)
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 # The judge's figure in metrics/evaluate.json (beside fid, kid ± std and the floor ratio): the weakest class's
 # share, named as in MLflow and the gate. Judge FID, entropy, per-class shares and protocols: its _detail.json.
@@ -63,7 +55,7 @@ def main(
         "stats/test_inception.safetensors"),
     floor: Annotated[Path, typer.Option(help="real-data floor record (ganops floor's _detail.json)")] = Path(
         "metrics/floor_detail.json"),
-    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/evaluate.json"),
+    metrics: MetricsOpt = Path("metrics/evaluate.json"),
     plots: Annotated[Path, typer.Option(help="one row per generator (DVC plots)")] = Path("plots/evaluate.csv"),
     samples: Annotated[Path, typer.Option(help="directory for sample grids")] = Path("samples"),
     candidate: Annotated[Path, typer.Option(help="JSON naming the registered version")] = Path(

@@ -14,16 +14,8 @@ from typing import Annotated
 import typer
 
 from ganops.config import EvaluateConfig, TrackingConfig, load_section
-from pipelines.common import (
-    METRICS_HELP,
-    DebugOpt,
-    ParamsOpt,
-    check_writable,
-    detail_of,
-    prepared_meta,
-    run,
-    write_metrics,
-)
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 
 def main(
@@ -31,7 +23,7 @@ def main(
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     reference: Annotated[Path, typer.Option(help="test-split statistics (ganops reference)")] = Path(
         "stats/test_inception.safetensors"),
-    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/floor.json"),
+    metrics: MetricsOpt = Path("metrics/floor.json"),
     debug: DebugOpt = False,
 ) -> None:
     """FID/KID of evaluate.num_samples training images vs the test reference."""

@@ -10,16 +10,8 @@ from typing import Annotated
 import typer
 
 from ganops.config import JudgeConfig, TrackingConfig, load_section
-from pipelines.common import (
-    METRICS_HELP,
-    DebugOpt,
-    ParamsOpt,
-    check_writable,
-    detail_of,
-    prepared_meta,
-    run,
-    write_metrics,
-)
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 MIN_ACCURACY = 0.5  # below this the judge's coverage numbers mean little: warn loudly
 
@@ -28,7 +20,7 @@ def main(
     params: ParamsOpt = Path("params.yaml"),
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     model_out: Annotated[Path, typer.Option(help="judge checkpoint to write")] = Path("models/judge.pt"),
-    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/judge.json"),
+    metrics: MetricsOpt = Path("metrics/judge.json"),
     debug: DebugOpt = False,
 ) -> None:
     """Train the judge classifier on the prepared train split; report its test accuracy."""

@@ -10,16 +10,8 @@ from typing import Annotated
 import typer
 
 from ganops.config import ModelConfig, PretrainConfig, TrackingConfig, load_section
-from pipelines.common import (
-    METRICS_HELP,
-    DebugOpt,
-    ParamsOpt,
-    check_writable,
-    detail_of,
-    prepared_meta,
-    run,
-    write_metrics,
-)
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 SUMMARY = ("test_loss", "train_flops")  # metrics/pretrain.json; the rest (minutes too) goes to its _detail.json
 
@@ -29,7 +21,7 @@ def main(
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     model_out: Annotated[Path, typer.Option(help="autoencoder checkpoint to write")] = Path(
         "models/autoencoder.pt"),
-    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/pretrain.json"),
+    metrics: MetricsOpt = Path("metrics/pretrain.json"),
     plots: Annotated[Path, typer.Option(help="per-epoch losses CSV (DVC plots)")] = Path("plots/pretrain.csv"),
     debug: DebugOpt = False,
 ) -> None:

@@ -20,7 +20,8 @@ import typer
 
 from ganops.config import PromoteConfig, TrackingConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, detail_of, run, write_metrics
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
+from pipelines.metrics_files import detail_of, write_metrics
 
 # metrics/promote.json, what `dvc exp show` shows: promoted | refused | unchanged. The versions, the reason and
 # the gate's figures go to its _detail.json.

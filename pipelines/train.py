@@ -12,17 +12,8 @@ import typer
 
 from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
 from ganops.errors import GanopsError
-from pipelines.common import (
-    METRICS_HELP,
-    DebugOpt,
-    ParamsOpt,
-    RenamedMetrics,
-    check_writable,
-    detail_of,
-    prepared_meta,
-    run,
-    write_metrics,
-)
+from pipelines.common import DebugOpt, ParamsOpt, RenamedMetrics, check_writable, prepared_meta, run
+from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 # metrics/train.json, what `dvc exp show` compares: the best epoch's judge FID and the compute budget (FLOPs are
 # the same on any machine). Steps, losses, minutes, throughput and the FLOP breakdown go to its _detail.json.
@@ -60,7 +51,7 @@ def main(
     checkpoints: Annotated[Path, typer.Option(help="directory for last.pt / best.pt")] = Path("checkpoints"),
     judge: Annotated[Path | None, typer.Option(help="judge checkpoint: its FID scores each epoch (picks best.pt); "
                                                     "without it a pixel-space FD does")] = None,
-    metrics: Annotated[Path, typer.Option(help=METRICS_HELP)] = Path("metrics/train.json"),
+    metrics: MetricsOpt = Path("metrics/train.json"),
     plots: Annotated[Path, typer.Option(help="training curves CSV, one row per log point (DVC plots)")] = Path(
         "plots/train.csv"),
     epoch_plots: Annotated[Path, typer.Option(help="per-epoch score CSV: epoch, step, score, best_score (DVC "
