@@ -16,6 +16,7 @@ from pipelines import (
     promote,
     reference,
     sample,
+    ship,
     train,
 )
 
@@ -37,6 +38,8 @@ app.command("promote", help="Move the `champion` alias if the candidate passes t
             "decision was made (promoted, refused or unchanged; see metrics/promote.json), 1 refused with --strict, "
             "2 error (bad candidate or figure, store unreachable), 130 interrupted.")(promote.main)
 app.command("sample", help="Draw a PNG grid from a registered (models:/...) or local generator.")(sample.main)
+app.command("ship-stats", help="Put a run's test reference and floor in stats/shipped/ for fresh clones to reuse.")(
+    ship.main)
 app.command("profile", help="Merge a params profile (profiles/*.yaml, --set k=v) into params.yaml.")(profile.main)
 app.command("lineage", help="Where a registered generator came from: commit, data, params, metrics.")(lineage.main)
 

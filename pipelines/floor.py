@@ -24,6 +24,8 @@ def main(
     reference: Annotated[Path, typer.Option(help="test-split statistics (ganops reference)")] = Path(
         "stats/test_inception.safetensors"),
     metrics: MetricsOpt = Path("metrics/floor.json"),
+    shipped: Annotated[Path, typer.Option(help="shipped results to reuse when data, N, seed and protocol match")] = (
+        Path("stats/shipped")),
     debug: DebugOpt = False,
 ) -> None:
     """FID/KID of evaluate.num_samples training images vs the test reference."""
@@ -36,9 +38,10 @@ def main(
 
         from ganops import tracking
         from ganops.data.prepared import load_split
-        from ganops.metrics.evaluation import floor_indices, real_data_floor
+        from ganops.metrics.evaluation import floor_indices, floor_protocols, real_data_floor
         from ganops.metrics.fid import FeatureStats
         from ganops.metrics.registry import metric_name
+        from ganops.metrics.shipped import find_floor, floor_key
         from ganops.training.common import resolve_device
 
         ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
@@ -49,15 +52,23 @@ def main(
         with tracking.stage_run("floor", track.experiment, logged, tracking.repo_root(), data_meta=meta,
                                 system_metrics=track.system_metrics) as mlrun:
             t0 = time.perf_counter()
-            floor = real_data_floor(train_x, ref, names, cfg.num_samples, cfg.seed, log=typer.echo,
-                                    batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+            key = floor_key(meta["content_hash"], cfg.num_samples, cfg.seed, floor_protocols(names, ref, cfg.seed))
+            hit = find_floor(shipped, key)
+            if hit is not None:
+                floor, source = hit
+            else:
+                floor = real_data_floor(train_x, ref, names, cfg.num_samples, cfg.seed, log=typer.echo,
+                                        batch_size=cfg.batch_size, device=resolve_device(cfg.device))
             seconds = time.perf_counter() - t0
+            if hit is not None:
+                mlrun.set_tags({"ganops.shipped": str(source)})
             # named as evaluate logs them to MLflow (floor/fid10k), so no column of `dvc exp show` clashes with
             # the generator's fid10k; evaluate reads the detail (protocols)
             write_metrics(metrics, {f"floor/{k}": v for k, v in floor["metrics"].items()}, floor, mlrun)
             mlrun.log_metrics({**floor["metrics"], "seconds": seconds})
             shown = ", ".join(f"{k} {v:.4g}" for k, v in floor["metrics"].items())
-            typer.echo(f"floor: {shown} ({cfg.num_samples} train vs {ref.n} test images, {seconds:.0f} s); "
+            how = f"reused {source}" if hit else "computed"
+            typer.echo(f"floor: {shown} ({cfg.num_samples} train vs {ref.n} test images, {how}, {seconds:.0f} s); "
                        f"wrote {metrics}; MLflow run {mlrun.run_id}")
 
     run(go, debug)

@@ -29,7 +29,7 @@ import torch
 from ganops.errors import GanopsError
 from ganops.metrics.fid import FeatureStats
 from ganops.metrics.inception import ProgressFn, extract_features
-from ganops.metrics.registry import compute_metrics, flatten
+from ganops.metrics.registry import compute_metrics, flatten, metric_protocol
 
 LOG_EVERY_S = 60.0  # a progress line this often when stderr is not a terminal (DVC logs, CI)
 
@@ -89,9 +89,12 @@ def real_data_floor(train_x: torch.Tensor, ref: FeatureStats, names: Sequence[st
     idx = floor_indices(len(train_x), n, seed)
     feats = inception_features(train_x[idx], "floor: inception (train images)", log, batch_size, device)
     out = compute_metrics(names, feats, ref, seed=seed)
-    for entry in out.values():
-        entry["protocol"]["gen_split"] = "train"  # the "generated" side of the floor is real
-    return {"metrics": flatten(out), "protocol": {k: v["protocol"] for k, v in out.items()}, "n": n, "seed": seed}
+    return {"metrics": flatten(out), "protocol": floor_protocols(names, ref, seed), "n": n, "seed": seed}
+
+
+def floor_protocols(names: Sequence[str], ref: FeatureStats, seed: int) -> dict[str, dict[str, Any]]:
+    """Each floor metric's protocol: the model metric's, with real training images on the generated side."""
+    return {name: metric_protocol(name, ref, seed) | {"gen_split": "train"} for name in names}
 
 
 def evaluate_images(images: torch.Tensor, ref: FeatureStats, names: Sequence[str], floor: dict[str, Any] | None,

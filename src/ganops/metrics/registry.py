@@ -38,6 +38,10 @@ from ganops.metrics.inception import (
 STANDARD_N = (10_000, 5_000, 2_000)
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 PR_K = 3
+# KID and P/R see a fixed seeded subset of the reference's features, FID its moments over all N: the
+# features of 10k test images are 82 MB, too much to ship in the repository (ganops.metrics.shipped);
+# 2000 of them are 16 MB. KID's estimate stays unbiased: its real subsets of 1000 are drawn from these.
+REF_FEATURES, REF_FEATURES_SEED = 2000, 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,33 @@ def check_reference(ref: fm.FeatureStats) -> None:
                               f"uses {want!r}; recompute them with reference_stats()")
 
 
+def reference_subset(n: int) -> np.ndarray:
+    """Sorted indices of the reference features kept for KID and P/R: all when n <= REF_FEATURES, else the
+    first REF_FEATURES of a permutation seeded with REF_FEATURES_SEED (a protocol constant, not the run's seed)."""
+    if n <= REF_FEATURES:
+        return np.arange(n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(REF_FEATURES_SEED))
+    return np.sort(perm[:REF_FEATURES].numpy())
+
+
+def metric_protocol(name: str, ref: fm.FeatureStats, seed: int = 0) -> dict[str, Any]:
+    """What makes `name`'s number comparable: network, resize, N on both sides, the reference and (KID) its
+    subsets; known before any image is generated, so a shipped result can be matched against it."""
+    kind, n = parse_metric_name(name)
+    proto: dict[str, Any] = {
+        "kind": kind, "network": NETWORK, "resize": RESIZE, "n_gen": n, "n_ref": ref.n,
+        "ref_split": ref.meta.get("split"), "ref_source_hash": ref.meta.get("source_hash"),
+    }
+    n_feats = 0 if ref.features is None else len(ref.features)
+    if kind in ("kid", "pr"):
+        proto["n_ref_features"] = n_feats
+    if kind == "kid":
+        proto |= {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, n_feats), "seed": seed}
+    if kind == "pr":
+        proto |= {"k": PR_K}
+    return proto
+
+
 def compute_metrics(names: Iterable[str], gen_feats: np.ndarray, ref: fm.FeatureStats,
                     seed: int = 0) -> dict[str, dict[str, Any]]:
     """Evaluate metrics on generated features (N, D) against a reference; N must be >= each metric's n.
@@ -131,14 +162,7 @@ def compute_metrics(names: Iterable[str], gen_feats: np.ndarray, ref: fm.Feature
         if len(gen_feats) < n:
             raise GanopsError(f"{name} needs {n} generated images, got features of {len(gen_feats)}")
         results = _metrics[kind](MetricOpts(name=name, gen_feats=gen_feats[:n], ref=ref, seed=seed))
-        proto: dict[str, Any] = {
-            "kind": kind, "network": NETWORK, "resize": RESIZE, "n_gen": n, "n_ref": ref.n,
-            "ref_split": ref.meta.get("split"), "ref_source_hash": ref.meta.get("source_hash"),
-        }
-        if kind == "kid":
-            proto |= {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, ref.n), "seed": seed}
-        if kind == "pr":
-            proto |= {"k": PR_K}
+        proto = metric_protocol(name, ref, seed)
         out[name] = {"results": {k: float(v) for k, v in results.items()}, "protocol": proto}
     return out
 
@@ -153,11 +177,18 @@ def reference_stats(images: ImageSource, *, split: str, source_hash: str, keep_f
                     total: int | None = None, device: str | torch.device = "cpu") -> fm.FeatureStats:
     """Features and moments of real images uint8 (N, C, H, W), tagged with the protocol and data version.
 
-    Features are kept (as float32: the network's own precision, so lossless) for KID and P/R.
+    Moments over all N; for KID and P/R the features of `reference_subset(N)` are kept, as float32 (the
+    network's own precision, so lossless).
     """
     feats = extract_features(images, batch_size=batch_size, progress=progress, total=total, device=device)  # (N, 2048)
-    meta = {**protocol(), "split": split, "source_hash": source_hash}
-    stats = fm.FeatureStats.from_features(feats, meta=meta)
+    stats = fm.FeatureStats.from_features(feats, meta=reference_meta(split, source_hash))
     if keep_features:
-        stats = fm.FeatureStats(stats.mu, stats.sigma, stats.n, stats.meta, feats.astype(np.float32))
+        kept = feats[reference_subset(len(feats))].astype(np.float32)  # (min(N, REF_FEATURES), 2048)
+        stats = fm.FeatureStats(stats.mu, stats.sigma, stats.n, stats.meta, kept)
     return stats
+
+
+def reference_meta(split: str, source_hash: str) -> dict[str, Any]:
+    """The header of a reference statistics file: how it was made and from which data."""
+    return {**protocol(), "split": split, "source_hash": source_hash,
+            "features_kept": {"max": REF_FEATURES, "seed": REF_FEATURES_SEED}}
