@@ -36,7 +36,8 @@ def test_workflows_gate_gpu_training_on_promote_and_run_the_readme_tests_on_cpu(
     runs = [s.get("run", "") for s in job["steps"]]
     i_profile = next(i for i, r in enumerate(runs) if "ganops profile profiles/gpu.yaml" in r)
     i_repro = next(i for i, r in enumerate(runs) if "dvc repro" in r)
-    i_gate = next(i for i, r in enumerate(runs) if r.strip().endswith("ganops promote"))
+    # the DVC stage records a refusal (exit 0); CI's gate is the explicit --strict step, which exits 1 on it
+    i_gate = next(i for i, r in enumerate(runs) if r.strip().endswith("ganops promote --strict"))
     assert i_profile < i_repro < i_gate
     assert "if" not in job["steps"][i_gate] and "continue-on-error" not in job["steps"][i_gate]  # a refusal fails
     cpu = yaml.safe_load((REPO / ".github/workflows/cpu.yml").read_text())

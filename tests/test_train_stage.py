@@ -68,9 +68,12 @@ def test_train_writes_generator_checkpoints_metrics_and_mlflow_run(workspace):
 
     client = MlflowClient(f"sqlite:///{workspace}/mlflow.db")
     exp = client.get_experiment_by_name("t")
-    runs = {r.data.tags["ganops.stage"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"prepare", "pretrain", "train"}
+    found = client.search_runs([exp.experiment_id])
+    parents = [r for r in found if "ganops.stage" not in r.data.tags]  # the pipeline's parent run
+    runs = {r.data.tags["ganops.stage"]: r for r in found if "ganops.stage" in r.data.tags}
+    assert set(runs) == {"prepare", "pretrain", "train"} and len(parents) == 1
     assert len({r.data.tags["ganops.pipeline"] for r in runs.values()}) == 1  # one pipeline key for all
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parents[0].info.run_id}
     r = runs["train"]
     assert r.data.params["train.init_from_autoencoder"] == "True"
     for key in ("d_loss", "g_loss", "d_real", "d_fake"):
@@ -86,7 +89,7 @@ def test_resume_continues_from_last_checkpoint(workspace):
     write(workspace, {"epochs": 2})
     res = train("--resume")
     assert res.exit_code == 0, res.output
-    metrics = json.loads((workspace / "train.json").read_text())
+    metrics = json.loads((workspace / "train_detail.json").read_text())
     assert metrics["steps"] == 2 * (160 // 32)
 
 
