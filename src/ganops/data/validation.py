@@ -169,7 +169,7 @@ def validate(manifest: pd.DataFrame, spec: ValidationSpec, out_dir: Path) -> Val
             failures.append(Failure(table=name, expectation=er.expectation_config.type,
                                     column=kw.get("column") or kw.get("column_A") or kw.get("column_list"),
                                     observed=observed, examples=_examples(df, r.get("unexpected_index_list"))))
-    ctx.build_data_docs(site_names=["ganops"])
+    ctx.build_data_docs()
     report_path = out_dir / REPORT_NAME
     report = {"success": not failures, "evaluated": evaluated,
               "failures": [f.__dict__ for f in failures], "results": results}
