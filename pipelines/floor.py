@@ -62,10 +62,12 @@ def main(
             seconds = time.perf_counter() - t0
             if hit is not None:
                 mlrun.set_tags({"ganops.shipped": str(source)})
-            # named as evaluate logs them to MLflow (floor/fid10k), so no column of `dvc exp show` clashes with
-            # the generator's fid10k; evaluate reads the detail (protocols)
-            write_metrics(metrics, {f"floor/{k}": v for k, v in floor["metrics"].items()}, floor, mlrun)
-            mlrun.log_metrics({**floor["metrics"], "seconds": seconds})
+            # named as evaluate logs them (floor/fid10k), in the metrics file and in MLflow, so neither a column
+            # of `dvc exp show` nor a chart of all runs mixes the floor with a generator's fid10k; evaluate
+            # reads the detail (protocols)
+            named = {f"floor/{k}": v for k, v in floor["metrics"].items()}
+            write_metrics(metrics, named, floor, mlrun)
+            mlrun.log_metrics({**named, "seconds": seconds})
             shown = ", ".join(f"{k} {v:.4g}" for k, v in floor["metrics"].items())
             how = f"reused {source}" if hit else "computed"
             typer.echo(f"floor: {shown} ({cfg.num_samples} train vs {ref.n} test images, {how}, {seconds:.0f} s); "

@@ -109,6 +109,10 @@ def test_floor_is_n_train_images_against_the_test_reference(ws: Path) -> None:
     p = floor["protocol"][f"fid{N}"]
     assert (p["n_gen"], p["n_ref"], p["ref_split"], p["gen_split"]) == (N, N_TEST, "test", "train")
     assert 0 < floor["metrics"][f"fid{N}"] < 200  # real vs real: far below an untrained generator
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("t").experiment_id],
+                                      filter_string="tags.`ganops.stage` = 'floor'")
+    assert {f"floor/fid{N}", "seconds"} <= set(runs[0].data.metrics)  # MLflow: the same names
+    assert f"fid{N}" not in runs[0].data.metrics  # a chart of fid{N} over all runs holds generators only
 
 
 def test_evaluate_writes_protocol_named_metrics_floor_coverage_grids_and_registers(ws: Path) -> None:
