@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ganops.training.common import cpu_has_bf16
+from ganops.runtime import cpu_has_bf16
 from ganops.training.flops import count_flops
 
 __all__ = ["count_flops", "cpu_model", "machine", "matmul_peak_gflops", "precision_name"]

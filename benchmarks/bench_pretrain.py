@@ -21,10 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _peak import machine, matmul_peak_gflops, precision_name  # noqa: E402
 
-from ganops.config import ModelConfig, PretrainConfig, load_section  # noqa: E402
+from ganops.config import ModelConfig, PretrainConfig  # noqa: E402
 from ganops.data.prepared import load_split  # noqa: E402
+from ganops.params import load_section  # noqa: E402
+from ganops.runtime import setup_runtime  # noqa: E402
 from ganops.training.autoencoder import pretrain_autoencoder  # noqa: E402
-from ganops.training.common import NullSink, setup_runtime  # noqa: E402
+from ganops.training.common import NullSink  # noqa: E402
 
 
 def main() -> None:

@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _peak import machine, matmul_peak_gflops, precision_name  # noqa: E402
 from _reference_dcgan import reference_throughput  # noqa: E402
 
-from ganops.config import ModelConfig, TrainConfig, load_section  # noqa: E402
+from ganops import runtime  # noqa: E402
+from ganops.config import ModelConfig, TrainConfig  # noqa: E402
 from ganops.data.prepared import load_split, read_meta  # noqa: E402
-from ganops.training import common  # noqa: E402
+from ganops.params import load_section  # noqa: E402
 from ganops.training.common import NullSink  # noqa: E402
 from ganops.training.distributed import DistInfo  # noqa: E402
 from ganops.training.flops import step_flops  # noqa: E402
@@ -57,8 +58,8 @@ def real_step_flops(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y
                     k: int) -> tuple[int, int, torch.dtype | None]:
     """(FLOPs of one G step, real images it consumes, its autocast dtype), counted around the first
     step of a Game built as `train_gan` builds it (same seed, device, precision, first batches)."""
-    common.seed_everything(cfg.seed)
-    device, amp = common.setup_runtime(cfg)
+    runtime.seed_everything(cfg.seed)
+    device, amp = runtime.setup_runtime(cfg)
     dist = DistInfo()
     game = Game(cfg, model_cfg, x, y, k, device, amp, dist)
     game.start(dist)

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ganops.config import EvaluateConfig, PromoteConfig, TrackingConfig, load_section
+from ganops.config import EvaluateConfig, PromoteConfig, TrackingConfig
 from ganops.errors import GanopsError
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
@@ -78,7 +79,7 @@ def main(
         from ganops.metrics.judge import judge_reference_stats, load_judge
         from ganops.metrics.registry import metric_name
         from ganops.models.shipped import load_generator
-        from ganops.training.common import resolve_device
+        from ganops.runtime import resolve_device
 
         names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
         ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})

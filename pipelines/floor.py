@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import EvaluateConfig, TrackingConfig, load_section
+from ganops.config import EvaluateConfig, TrackingConfig
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
@@ -42,7 +43,7 @@ def main(
         from ganops.metrics.fid import FeatureStats
         from ganops.metrics.registry import metric_name
         from ganops.metrics.shipped import find_floor, floor_key
-        from ganops.training.common import resolve_device
+        from ganops.runtime import resolve_device
 
         ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
         train_x, _ = load_split(data, "train")

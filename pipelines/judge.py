@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import JudgeConfig, TrackingConfig, load_section
+from ganops.config import JudgeConfig, TrackingConfig
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
@@ -36,7 +37,8 @@ def main(
 
         from ganops import tracking
         from ganops.data.prepared import load_split
-        from ganops.metrics.judge import save_judge, train_judge
+        from ganops.metrics.judge import save_judge
+        from ganops.training.judge import train_judge
 
         train_x, train_y = load_split(data, "train")
         test_x, test_y = load_split(data, "test")

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import DataConfig, TrackingConfig, load_section
+from ganops.config import DataConfig, TrackingConfig
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
 
 PER_CLASS = 8  # real images per class in the logged grid

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import ModelConfig, PretrainConfig, TrackingConfig, load_section
+from ganops.config import ModelConfig, PretrainConfig, TrackingConfig
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 

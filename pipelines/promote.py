@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ganops.config import PromoteConfig, TrackingConfig, load_section
+from ganops.config import PromoteConfig, TrackingConfig
 from ganops.errors import GanopsError
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
 from pipelines.metrics_files import detail_of, write_metrics
 

@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import EvaluateConfig, TrackingConfig, load_section
+from ganops.config import EvaluateConfig, TrackingConfig
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
 
 SPLIT = "test"  # Lucic et al. 2018 protocol: generated samples vs the test images
@@ -39,7 +40,7 @@ def main(
         from ganops.metrics.evaluation import progress
         from ganops.metrics.registry import reference_meta, reference_stats
         from ganops.metrics.shipped import find_reference
-        from ganops.training.common import resolve_device
+        from ganops.runtime import resolve_device
 
         test_x, _ = load_split(data, SPLIT)
         device = resolve_device(cfg.device)

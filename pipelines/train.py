@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ganops.config import ModelConfig, TrackingConfig, TrainConfig, load_section
+from ganops.config import ModelConfig, TrackingConfig, TrainConfig
 from ganops.errors import GanopsError
+from ganops.params import load_section
 from pipelines.common import DebugOpt, ParamsOpt, RenamedMetrics, check_writable, prepared_meta, run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 

@@ -10,7 +10,9 @@ import yaml
 from typer.testing import CliRunner
 
 from ganops import config as C
-from ganops.config import ConfigError, load_section
+from ganops import params as P
+from ganops.config import ConfigError
+from ganops.params import load_section
 from ganops.profiles import SECTIONS
 from pipelines.cli import app
 
@@ -108,9 +110,9 @@ def test_the_largest_seed_is_accepted_by_every_rng_that_takes_it() -> None:
 
 def test_the_shipped_params_and_profiles_stay_within_the_bounds(tmp_path: Path) -> None:
     for path in [REPO / "params.yaml", *sorted((REPO / "profiles").glob("*.yaml"))]:
-        raw = C.read_params(path)
+        raw = P.read_params(path)
         for name, cls in C.SECTIONS.items():
-            C.section_of(raw, name, cls, str(path))
+            P.section_of(raw, name, cls, str(path))
 
 
 # ---------------------------------------------------------------- ganops profile -S
@@ -167,7 +169,7 @@ def test_profile_set_writes_a_valid_merge(tmp_path: Path) -> None:
     shutil.copy(REPO / "params.yaml", params)
     res = runner.invoke(app, ["profile", "--params", str(params), "-S", "train.epochs=3", "-S", "seed=7"])
     assert res.exit_code == 0, res.output
-    merged = C.read_params(params)
+    merged = P.read_params(params)
     assert merged["train"]["epochs"] == 3 and merged["seed"] == 7
     assert load_section(params, "train", C.TrainConfig).seed == 7
 
@@ -176,7 +178,7 @@ def test_profile_with_nothing_to_change_keeps_params_byte_identical_with_its_com
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
     before = params.read_bytes()
-    for args in ([], ["-S", f"train.epochs={C.read_params(params)['train']['epochs']}"]):
+    for args in ([], ["-S", f"train.epochs={P.read_params(params)['train']['epochs']}"]):
         res = runner.invoke(app, ["profile", "--params", str(params), *args])
         assert res.exit_code == 0, res.output
         assert params.read_bytes() == before

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ganops.config import ModelConfig, TrainConfig
-from ganops.training.common import autocast_dtype
+from ganops.runtime import autocast_dtype
 from ganops.training.distributed import DistInfo
 from ganops.training.flops import count_flops, step_flops
 from ganops.training.game import Game

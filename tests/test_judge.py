@@ -23,8 +23,8 @@ from ganops.metrics.judge import (
     judge_score_fn,
     load_judge,
     save_judge,
-    train_judge,
 )
+from ganops.training.judge import train_judge
 from tests.conftest import DEBIAN_FASHION
 
 NAMES = [f"class{k}" for k in range(10)]

@@ -12,9 +12,10 @@ import scipy.linalg
 import torch
 
 from ganops.errors import GanopsError
-from ganops.metrics import fid as fm
 from ganops.metrics import inception, registry
-from ganops.metrics.fid import FeatureStats, frechet_distance, kid, precision_recall
+from ganops.metrics.fid import FeatureStats, frechet_distance
+from ganops.metrics.kernel_distance import kid
+from ganops.metrics.manifold import precision_recall
 
 
 def gaussian_feats(n: int, d: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
@@ -193,7 +194,7 @@ def test_compute_metrics_records_each_value_with_its_protocol() -> None:
     out = registry.compute_metrics(["fid100", "kid100", "pr100"], gen, ref, seed=3)
     assert out["fid100"]["results"]["fid100"] == pytest.approx(
         frechet_distance(FeatureStats.from_features(gen[:100]), ref))
-    assert out["kid100"]["results"]["kid100"] == pytest.approx(fm.kid(ref.features, gen[:100], 100, 1000, 3)[0])
+    assert out["kid100"]["results"]["kid100"] == pytest.approx(kid(ref.features, gen[:100], 100, 1000, 3)[0])
     proto = out["kid100"]["protocol"]
     assert proto["n_gen"] == 100 and proto["n_ref"] == 120 and proto["ref_split"] == "test"
     assert proto["network"] == inception.NETWORK and proto["resize"] == inception.RESIZE

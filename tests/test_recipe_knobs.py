@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ganops.checkpoint import load_checkpoint
-from ganops.config import ModelConfig, TrainConfig, from_dict
+from ganops.config import ModelConfig, TrainConfig
 from ganops.models import (
     build_autoencoder,
     build_discriminator,
@@ -21,6 +21,7 @@ from ganops.models import (
     load_autoencoder_into_discriminator,
     load_autoencoder_into_generator,
 )
+from ganops.params import from_dict
 from ganops.training.common import NullSink
 from ganops.training.flops import count_flops
 from ganops.training.game import lr_factor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganops.training.common import autocast_dtype, cpu_has_bf16
+from ganops.runtime import autocast_dtype, cpu_has_bf16
 
 CPU = torch.device("cpu")
 

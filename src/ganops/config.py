@@ -1,27 +1,21 @@
 """Typed, validated configuration: one frozen dataclass per params.yaml section.
 
-The pipelines load a section with `load_section(path, "data", DataConfig)`; the
-core only ever sees the dataclass. A bad value raises `ConfigError` with the file
+The pipelines load a section with `ganops.params.load_section(path, "data", DataConfig)`;
+the core only ever sees the dataclass. A bad value raises `ConfigError` with the file
 and the dotted key, which the command layer prints as one line (exit 2).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import sys
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
+from ganops.choices import CHANNELS, DIFFAUG_OPS, IMAGE_SIZES, LATENT_DISTS, UPSAMPLES
 from ganops.errors import ConfigError
-from ganops.yamlfile import parse_yaml
 
 T = TypeVar("T")
 
 SOURCES = ("fashion-mnist", "mnist", "cifar10", "folder")
-IMAGE_SIZES = (28, 32, 64)
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -90,15 +84,13 @@ class DataConfig:
         _check(self.limit is None or 1 <= self.limit <= MAX_IMAGES, "limit",
                f"must be null or in 1..{MAX_IMAGES}, got {self.limit}")
         _check(self.image_size in IMAGE_SIZES, "image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size}")
-        _check(self.channels in (1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        _check(self.channels in CHANNELS, "channels", f"must be one of {CHANNELS}, got {self.channels}")
         _check(0 < self.test_fraction < 1, "test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _check(0 <= self.class_balance_tolerance <= 1, "class_balance_tolerance",
                f"must be in [0, 1], got {self.class_balance_tolerance}")
         check_seed(self.seed)
 
 
-LATENT_DISTS = ("normal", "uniform")
-UPSAMPLES = ("convt", "nearest")
 
 
 @dataclass(frozen=True)
@@ -183,8 +175,6 @@ class PretrainConfig(RuntimeConfig):
         _in(self, "log_every", 1, MAX_STEPS)
 
 
-GAN_LOSSES = ("bce", "lsgan", "hinge", "wgan-gp")
-DIFFAUG_OPS = ("color", "translation", "cutout")
 
 
 @dataclass(frozen=True)
@@ -219,7 +209,8 @@ class TrainConfig(RuntimeConfig):
         for k in ("g_lr", "d_lr"):
             _check(0 < getattr(self, k) < 1, k, f"must be in (0, 1), got {getattr(self, k)}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
-        _check(self.loss in GAN_LOSSES, "loss", f"must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}")
+        # which losses exist is ganops.losses' to say: `ganops train` checks it on load (load_section choices)
+        _check(bool(self.loss.strip()), "loss", "must not be empty")
         _in(self, "gp_weight", 0, MAX_LOSS_WEIGHT)
         _in(self, "r1_weight", 0, MAX_LOSS_WEIGHT)
         _check(0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
@@ -257,7 +248,6 @@ class JudgeConfig(RuntimeConfig):
         _in(self, "width", 1, MAX_WIDTH)
 
 
-METRIC_KINDS = ("fid", "kid", "pr")
 
 
 @dataclass(frozen=True)
@@ -275,9 +265,8 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _in(self, "num_samples", 2, MAX_SAMPLES)
-        bad = sorted(set(self.metrics) - set(METRIC_KINDS))
-        _check(not bad and bool(self.metrics), "metrics",
-               f"must be a non-empty list of {', '.join(METRIC_KINDS)}, got {list(self.metrics)}")
+        # which kinds exist is the metric registry's to say: the stages that compute them check on load
+        _check(bool(self.metrics), "metrics", "must be a non-empty list of metric kinds (fid, ...)")
         _check("fid" in self.metrics, "metrics", "must include fid (the gate and the floor are FID)")
         _in(self, "batch_size", 1, MAX_BATCH)
         _in(self, "judge_samples", 2, MAX_SAMPLES)
@@ -319,107 +308,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig, "model": ModelConfig, "pretrain": PretrainConfig, "train": TrainConfig,
     "judge": JudgeConfig, "evaluate": EvaluateConfig, "promote": PromoteConfig, "tracking": TrackingConfig,
 }
-def read_params(path: str | Path) -> dict[str, Any]:
-    """The whole params file (or a profile) as a dict; ConfigError when missing, not UTF-8 or not YAML."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: params file not found")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
-    raw = parse_yaml(text, str(p))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping of sections at top level")
-    return raw
-
-
-def check_params(raw: dict[str, Any], where: str) -> None:
-    """File-level rules: only known sections (a typo like `trian:` would silently run defaults) and a valid seed."""
-    unknown = [k for k in raw if k != "seed" and k not in SECTIONS]
-    if unknown:
-        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; known: seed, {', '.join(SECTIONS)}")
-    if "seed" in raw:
-        try:
-            check_seed(raw["seed"])
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
-
-
-def _coerce(value: Any, f: dataclasses.Field[Any], key: str) -> Any:
-    """YAML gives ints for floats (1 vs 1.0) and strings for everything else."""
-    t = str(f.type)
-    if value is None:
-        if "None" in t:
-            return None
-        raise ValueError(f"{key}: must not be null")
-    if t.startswith("bool"):
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: must be true or false, got {_show(value)}")
-        return value
-    if t.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: must be an integer, got {_show(value)}")
-        return value
-    if t.startswith("float"):
-        # an int past 1e308 cannot become a float at all (OverflowError): as non-finite as inf
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or abs(value) > sys.float_info.max or not math.isfinite(value)):
-            raise ValueError(f"{key}: must be a finite number, got {_show(value)}")
-        return float(value)
-    if t.startswith("str"):
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: must be a string, got {_show(value)}")
-        _check(not any(unicodedata.category(c) == "Cc" for c in value), key,
-               f"must not hold control characters, got {_show(value)}")
-        return value
-    if t.startswith("tuple"):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{key}: must be a list of strings, got {_show(value)}")
-        return tuple(value)
-    return value
-
-
-def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """Build dataclass `cls` from a dict, rejecting unknown keys and bad types."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(str(k) for k in set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    try:
-        kwargs = {k: _coerce(v, fields[k], k) for k, v in values.items()}
-        return cls(**kwargs)
-    except ValueError as e:
-        raise ConfigError(f"{where}.{e}") from None
-
-
-def section_of(raw: dict[str, Any], section: str, cls: type[T], where: str) -> T:
-    """Section `section` of a parsed params dict (plus the top-level `seed`) as dataclass `cls`."""
-    values = raw.get(section)
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: section {section!r} must be a mapping")
-    values = dict(values)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    if "seed" in names and "seed" not in values and "seed" in raw:
-        values["seed"] = raw["seed"]
-    return from_dict(cls, values, f"{where}: {section}")
-
-
-def load_section(path: str | Path, section: str, cls: type[T]) -> T:
-    """Load one params section (plus the top-level `seed`) into dataclass `cls`."""
-    raw = read_params(path)
-    check_params(raw, str(path))
-    return section_of(raw, section, cls, str(path))
-
-
 __all__ = [
     "ConfigError", "DataConfig", "EvaluateConfig", "JudgeConfig", "ModelConfig", "PromoteConfig",
-    "PretrainConfig", "RuntimeConfig", "SECTIONS", "SEED_MAX", "TrainConfig", "TrackingConfig", "check_params",
-    "check_seed", "from_dict", "load_section", "parse_yaml", "read_params", "section_of",
+    "PretrainConfig", "RuntimeConfig", "SECTIONS", "SEED_MAX", "TrainConfig", "TrackingConfig", "check_seed",
 ]

@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 from ganops import config as C
+from ganops import params as P
 from ganops.io import write_atomic
+from ganops.yamlfile import parse_yaml
 
 SECTIONS = C.SECTIONS  # the sections a profile may touch: exactly those params.yaml has
 
@@ -34,7 +36,7 @@ def _parse_set(item: str) -> dict[str, Any]:
     parts = [p.strip() for p in key.split(".")]
     if not sep or not all(parts):
         raise C.ConfigError(f"--set {item!r}: expected section.key=value")
-    node: Any = C.parse_yaml(value, f"--set {item!r}") if value.strip() else ""
+    node: Any = parse_yaml(value, f"--set {item!r}") if value.strip() else ""
     for part in reversed(parts):
         node = {part: node}
     return node
@@ -47,8 +49,8 @@ def apply_profile(params: str | Path, profile: str | Path | None = None, sets: l
     ones) before params.yaml is rewritten; a refusal names the layer that last set the section.
     """
     params = Path(params)
-    base = C.read_params(params)
-    prof = C.read_params(profile) if profile is not None else {}
+    base = P.read_params(params)
+    prof = P.read_params(profile) if profile is not None else {}
     set_over: dict[str, Any] = {}
     for item in sets or []:
         set_over = _merge(set_over, _parse_set(item))
@@ -59,10 +61,10 @@ def apply_profile(params: str | Path, profile: str | Path | None = None, sets: l
         return "--set" if name in set_over else str(profile) if name in prof else str(params)
 
     for name in merged:
-        C.check_params({name: merged[name]}, layer(name))
+        P.check_params({name: merged[name]}, layer(name))
     for name, cls in SECTIONS.items():
         if name in merged:
-            C.section_of(merged, name, cls, layer(name))
+            P.section_of(merged, name, cls, layer(name))
     changed = [f"{s}.{k}" if isinstance(v, dict) else s for s, v in over.items()
                for k in (v if isinstance(v, dict) else [None])]
     if merged != base:  # a no-op keeps the file as it is, comments and all

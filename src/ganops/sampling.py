@@ -30,7 +30,8 @@ def interpolate(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int,
     """n uint8 images (n, C, H, W) along a path between two seeded latents (slerp for normal latents,
     a straight line for uniform ones); a conditional G keeps one class (given, or drawn by the seed)."""
     from ganops.models import sample_latent
-    from ganops.training.common import to_uint8
+    from ganops.models.shipped import generate
+    from ganops.runtime import to_uint8
 
     if n < 2:
         raise ValueError(f"an interpolation needs n >= 2 frames, got {n}")
@@ -48,9 +49,7 @@ def interpolate(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int,
         y = torch.full((n,), cls, dtype=torch.int64)
     elif class_id is not None:
         raise ValueError("class given, but this generator is unconditional")
-    device = next(G.parameters()).device
-    with torch.autocast(device.type, enabled=False):
-        x = G(path.to(device), y.to(device) if y is not None else None)  # (n, C, H, W)
+    x = torch.cat(list(generate(G, path, y, batch_size=n)))  # (n, C, H, W)
     return to_uint8(x).cpu()
 
 

@@ -43,7 +43,7 @@ def _eta(seconds: float) -> str:
 def progress(description: str, total: int, log: Callable[[str], Any]) -> Iterator[ProgressFn]:
     """A ProgressFn(done, total) for `extract_features`: a rich bar with ETA on a terminal, else a log
     line every LOG_EVERY_S seconds (rate and ETA), and always a final line with the rate."""
-    from ganops.training.common import progress_bar
+    from ganops.runtime import progress_bar
 
     t0 = time.perf_counter()
     state = {"done": 0, "logged": t0}

@@ -1,14 +1,10 @@
-"""FID, KID and precision/recall on feature vectors, and the statistics file format.
+"""FID on feature vectors, and the statistics file format (KID: kernel_distance.py, P/R: manifold.py).
 
 Pure math on features (N, D) — the network lives in `inception.py`. Conventions match the
 reference implementations (TTUR / stylegan2-ada / torchmetrics):
 
 - FID  = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with float64 means and unbiased (N - 1)
   covariances.
-- KID  = unbiased MMD^2 with the cubic kernel k(x, y) = (x.y / D + 1)^3, averaged over random
-  subsets; std is the population std over subsets (np.std / torchmetrics).
-- P/R  = Kynkäänniemi et al. 2019: a sample is inside a manifold if it lies within some
-  manifold point's distance to its k-th nearest neighbour.
 
 A statistics file is one safetensors file (plain header + raw bytes: byte-identical for equal
 data, unlike np.savez whose zip entries carry timestamps):
@@ -30,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-import torch
 
 from ganops.errors import GanopsError
 
@@ -152,68 +147,3 @@ def frechet_distance(s1: FeatureStats, s2: FeatureStats) -> float:
     diff = s1.mu.astype(np.float64) - s2.mu.astype(np.float64)  # (D,)
     sigma1, sigma2 = s1.sigma.astype(np.float64), s2.sigma.astype(np.float64)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
-
-
-def _poly_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased MMD^2 of x, y (m, D) with k(a, b) = (a.b / D + 1)^3."""
-    m, d = x.shape
-    k_xx = (x @ x.T / d + 1) ** 3  # (m, m)
-    k_yy = (y @ y.T / d + 1) ** 3  # (m, m)
-    k_xy = (x @ y.T / d + 1) ** 3  # (m, m)
-    within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
-    return float(within - 2 * k_xy.sum() / (m * m))
-
-
-def kid(feats_real: np.ndarray, feats_gen: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance: (mean, std) of unbiased MMD^2 over `subsets` random subsets.
-
-    feats_real (N1, D), feats_gen (N2, D); each subset draws m = min(subset_size, N1, N2) rows
-    without replacement from each set, in float64. Subsets come from `torch.randperm` with a
-    generator seeded by `seed`, real before generated — so `torch.manual_seed(seed)` followed by
-    torchmetrics' KernelInceptionDistance on the same features gives the same subsets.
-    """
-    x_all = torch.as_tensor(np.asarray(feats_real), dtype=torch.float64)  # (N1, D)
-    y_all = torch.as_tensor(np.asarray(feats_gen), dtype=torch.float64)  # (N2, D)
-    m = min(subset_size, len(x_all), len(y_all))
-    if m < 2 or subsets < 1:
-        raise ValueError(f"KID needs >= 2 samples per set and >= 1 subset (got m={m}, subsets={subsets})")
-    g = torch.Generator().manual_seed(seed)
-    scores = np.empty(subsets)
-    for i in range(subsets):
-        x = x_all[torch.randperm(len(x_all), generator=g)[:m]]  # (m, D)
-        y = y_all[torch.randperm(len(y_all), generator=g)[:m]]  # (m, D)
-        scores[i] = _poly_mmd2(x, y)
-    return float(scores.mean()), float(scores.std())
-
-
-def _kth_nn_radii(feats: torch.Tensor, k: int, batch_size: int) -> torch.Tensor:
-    """Distance of each row of feats (N, D) to its k-th nearest other row: (N,)."""
-    radii = [torch.cdist(feats[s:s + batch_size], feats).kthvalue(k + 1, dim=1).values  # +1: self at 0
-             for s in range(0, len(feats), batch_size)]
-    return torch.cat(radii)
-
-
-def _inside(manifold: torch.Tensor, radii: torch.Tensor, query: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """For each query row (Q, D): within radii[i] of some manifold row i (M, D)? bool (Q,)."""
-    hits = [(torch.cdist(query[s:s + batch_size], manifold) <= radii[None]).any(dim=1)  # (b, M) → (b,)
-            for s in range(0, len(query), batch_size)]
-    return torch.cat(hits)
-
-
-def precision_recall(feats_real: np.ndarray, feats_gen: np.ndarray, k: int = 3,
-                     batch_size: int = 1000) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019), each in [0, 1].
-
-    precision: share of generated samples inside the real manifold; recall: share of real samples
-    inside the generated manifold. Pairwise distances in float32, `batch_size` rows at a time
-    (memory ~ batch_size × N × 4 bytes).
-    """
-    real = torch.as_tensor(np.asarray(feats_real), dtype=torch.float32)  # (N1, D)
-    gen = torch.as_tensor(np.asarray(feats_gen), dtype=torch.float32)  # (N2, D)
-    if min(len(real), len(gen)) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
-    with torch.inference_mode():
-        precision = _inside(real, _kth_nn_radii(real, k, batch_size), gen, batch_size).double().mean()
-        recall = _inside(gen, _kth_nn_radii(gen, k, batch_size), real, batch_size).double().mean()
-    return float(precision), float(recall)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ganops.metrics.fid import FeatureStats, frechet_distance
+from ganops.models.shipped import generate, seeded_latents
 
 POOL = 8
 
@@ -36,23 +37,11 @@ def pixel_fd_scorer(reference: torch.Tensor, n: int, latent_dim: int, latent_dis
 
     Latents and labels are fixed (seeded) so successive epochs are compared on equal terms.
     """
-    from ganops.models import sample_latent
-
     ref = FeatureStats.from_features(pooled_pixels(reference[:n]))
-    g = torch.Generator().manual_seed(seed)
-    z = sample_latent(n, latent_dim, latent_dist, generator=g)  # (n, Z)
-    y = torch.randint(0, max(num_classes, 1), (n,), generator=g) if conditional else None
+    z, y = seeded_latents(n, latent_dim, latent_dist, num_classes, conditional, seed)
 
-    @torch.inference_mode()
     def score(G: torch.nn.Module) -> float:
-        device = next(G.parameters()).device
-        was_training = G.training
-        G.eval()
-        feats = []
-        for s in range(0, n, batch_size):
-            yb = y[s:s + batch_size].to(device) if y is not None else None
-            feats.append(pooled_pixels(G(z[s:s + batch_size].to(device), yb).float().cpu()))
-        G.train(was_training)
+        feats = [pooled_pixels(x.float().cpu()) for x in generate(G, z, y, batch_size)]  # each (b, 64·C)
         return frechet_distance(FeatureStats.from_features(np.concatenate(feats)), ref)
 
     return score

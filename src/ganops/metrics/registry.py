@@ -24,6 +24,7 @@ import torch
 
 from ganops.errors import GanopsError
 from ganops.metrics import fid as fm
+from ganops.metrics import kernel_distance, manifold
 from ganops.metrics.inception import (
     DEFAULT_BATCH_SIZE,
     NETWORK,
@@ -55,13 +56,41 @@ class MetricOpts:
 
 
 MetricFn = Callable[[MetricOpts], dict[str, Any]]
-_metrics: dict[str, MetricFn] = {}
+# What a kind adds to the common protocol (network, resize, N, reference): (n_gen, n_ref_features, seed) → dict.
+ProtocolFn = Callable[[int, int, int], dict[str, Any]]
 
 
-def register_metric(fn: MetricFn) -> MetricFn:
-    """Register a metric kind under its function name; it returns {result key: value} for `opts.name`."""
-    _metrics[fn.__name__] = fn
-    return fn
+@dataclass(frozen=True)
+class MetricKind:
+    fn: MetricFn
+    protocol: ProtocolFn | None  # None: the kind reads the reference's moments only
+
+
+_metrics: dict[str, MetricKind] = {}
+
+
+def register_metric(protocol: ProtocolFn | None = None) -> Callable[[MetricFn], MetricFn]:
+    """Register a metric kind under its function name; it returns {result key: value} for `opts.name`.
+
+    `protocol` says what else makes the kind's numbers comparable, and that it needs the reference's
+    features (not only their moments); every kind is registered here and nowhere else.
+    """
+    def deco(fn: MetricFn) -> MetricFn:
+        _metrics[fn.__name__] = MetricKind(fn, protocol)
+        return fn
+    return deco
+
+
+def metric_kinds() -> tuple[str, ...]:
+    """The registered kinds, in registration order (what `evaluate.metrics` may list)."""
+    return tuple(_metrics)
+
+
+def check_kinds(kinds: Iterable[str]) -> None:
+    """Refuse unregistered kinds, naming them and the registered ones (a ValueError: the caller adds the key)."""
+    bad = [k for k in kinds if k not in _metrics]
+    if bad:
+        raise ValueError(f"unknown metric kind(s) {', '.join(map(repr, bad))}; registered: {', '.join(_metrics)}")
 
 
 def _ref_features(opts: MetricOpts) -> np.ndarray:
@@ -71,24 +100,25 @@ def _ref_features(opts: MetricOpts) -> np.ndarray:
     return opts.ref.features
 
 
-@register_metric
+@register_metric()
 def fid(opts: MetricOpts) -> dict[str, Any]:
     """Fréchet distance between the generated features' Gaussian and the reference's."""
     gen = fm.FeatureStats.from_features(opts.gen_feats)
     return {opts.name: fm.frechet_distance(gen, opts.ref)}
 
 
-@register_metric
+@register_metric(protocol=lambda n, n_feats, seed: {
+    "subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, n_feats), "seed": seed})
 def kid(opts: MetricOpts) -> dict[str, Any]:
     """KID mean and std over 100 subsets of min(1000, n_gen, n_ref); unbiased at any N."""
-    mean, std = fm.kid(_ref_features(opts), opts.gen_feats, KID_SUBSETS, KID_SUBSET_SIZE, opts.seed)
+    mean, std = kernel_distance.kid(_ref_features(opts), opts.gen_feats, KID_SUBSETS, KID_SUBSET_SIZE, opts.seed)
     return {opts.name: mean, f"{opts.name}_std": std}
 
 
-@register_metric
+@register_metric(protocol=lambda n, n_feats, seed: {"k": PR_K})
 def pr(opts: MetricOpts) -> dict[str, Any]:
     """Improved precision/recall with k = 3 nearest neighbours (stylegan2-ada's pr50k3 uses the same k)."""
-    precision, recall = fm.precision_recall(_ref_features(opts), opts.gen_feats, k=PR_K)
+    precision, recall = manifold.precision_recall(_ref_features(opts), opts.gen_feats, k=PR_K)
     return {f"{opts.name}_precision": precision, f"{opts.name}_recall": recall}
 
 
@@ -136,13 +166,10 @@ def metric_protocol(name: str, ref: fm.FeatureStats, seed: int = 0) -> dict[str,
         "kind": kind, "network": NETWORK, "resize": RESIZE, "n_gen": n, "n_ref": ref.n,
         "ref_split": ref.meta.get("split"), "ref_source_hash": ref.meta.get("source_hash"),
     }
-    n_feats = 0 if ref.features is None else len(ref.features)
-    if kind in ("kid", "pr"):
-        proto["n_ref_features"] = n_feats
-    if kind == "kid":
-        proto |= {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, n, n_feats), "seed": seed}
-    if kind == "pr":
-        proto |= {"k": PR_K}
+    extra = _metrics[kind].protocol
+    if extra is not None:
+        n_feats = 0 if ref.features is None else len(ref.features)
+        proto |= {"n_ref_features": n_feats, **extra(n, n_feats, seed)}
     return proto
 
 
@@ -161,7 +188,7 @@ def compute_metrics(names: Iterable[str], gen_feats: np.ndarray, ref: fm.Feature
         kind, n = parse_metric_name(name)
         if len(gen_feats) < n:
             raise GanopsError(f"{name} needs {n} generated images, got features of {len(gen_feats)}")
-        results = _metrics[kind](MetricOpts(name=name, gen_feats=gen_feats[:n], ref=ref, seed=seed))
+        results = _metrics[kind].fn(MetricOpts(name=name, gen_feats=gen_feats[:n], ref=ref, seed=seed))
         proto = metric_protocol(name, ref, seed)
         out[name] = {"results": {k: float(v) for k, v in results.items()}, "protocol": proto}
     return out

@@ -19,14 +19,14 @@ from ganops.models.autoencoder import (
     load_autoencoder_into_discriminator,
     load_autoencoder_into_generator,
 )
-from ganops.models.blocks import IMAGE_SIZES, ConvTrunk, apply_spectral_norm, init_weights, size_plan
+from ganops.models.blocks import ConvTrunk, apply_spectral_norm, init_weights, size_plan
 from ganops.models.discriminator import Discriminator
 from ganops.models.generator import Generator
-from ganops.models.latent import LATENT_DISTS, sample_latent
+from ganops.models.latent import sample_latent
 
 __all__ = [
     "AEOutput", "Autoencoder", "ConvTrunk", "DECODER_PREFIX", "Discriminator", "ENCODER_TRUNK_PREFIX",
-    "Encoder", "Generator", "IMAGE_SIZES", "LATENT_DISTS", "apply_spectral_norm", "build_autoencoder",
+    "Encoder", "Generator", "apply_spectral_norm", "build_autoencoder",
     "build_discriminator", "build_generator", "init_weights", "load_autoencoder_into_discriminator",
     "load_autoencoder_into_generator", "sample_latent", "size_plan",
 ]

@@ -21,17 +21,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ganops.config import UPSAMPLES
+from ganops.choices import CHANNELS, IMAGE_SIZES, UPSAMPLES
 
-IMAGE_SIZES = (28, 32, 64)
-CHANNELS = (1, 3)
 _PLAN = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image_size -> (base resolution, 2× steps)
+assert set(_PLAN) == set(IMAGE_SIZES), "a size in choices.IMAGE_SIZES needs its plan here"
 
 
 def size_plan(image_size: int, channels: int) -> tuple[int, int]:
     """(base resolution, number of 2× steps) for a supported image; ValueError otherwise."""
     if image_size not in _PLAN:
-        raise ValueError(f"image_size {image_size} not supported; use 28, 32 or 64")
+        *rest, last = IMAGE_SIZES
+        raise ValueError(f"image_size {image_size} not supported; use {', '.join(map(str, rest))} or {last}")
     if channels not in CHANNELS:
         raise ValueError(f"channels {channels} not supported; use 1 (grayscale) or 3 (RGB)")
     return _PLAN[image_size]

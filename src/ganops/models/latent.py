@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-LATENT_DISTS = ("normal", "uniform")
+from ganops.choices import LATENT_DISTS
 
 
 def sample_latent(

@@ -24,6 +24,7 @@ from ganops.checkpoint import CheckpointError, load_checkpoint
 from ganops.config import ModelConfig
 from ganops.models.autoencoder import build_generator
 from ganops.models.latent import sample_latent
+from ganops.runtime import to_uint8
 
 
 def load_generator(path: str | Path, map_location: str | torch.device = "cpu",
@@ -54,43 +55,56 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu",
     return G.to(map_location).eval(), config
 
 
-def _latents(config: dict[str, Any], n: int, seed: int,
-             class_id: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """z (n, Z) and labels (n,) or None, from one seeded CPU generator."""
-    model = config["model"]
-    k = int(config["num_classes"])
+def seeded_latents(n: int, latent_dim: int, latent_dist: str, num_classes: int, conditional: bool, seed: int,
+                   class_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """z (n, Z) and labels (n,) or None, drawn in that order from one CPU generator seeded with `seed`:
+    every consumer that draws "n samples for seed s" (sampling, the judge and pixel scorers) sees the same."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     g = torch.Generator().manual_seed(int(seed))
-    z = sample_latent(n, int(model["latent_dim"]), model["latent_dist"], generator=g)  # (n, Z)
-    if not model.get("conditional"):
+    z = sample_latent(n, latent_dim, latent_dist, generator=g)  # (n, Z)
+    if not conditional:
         if class_id is not None:
             raise ValueError("class given, but this generator is unconditional")
         return z, None
     if class_id is not None:
-        if not 0 <= class_id < k:
-            raise ValueError(f"class must be in [0, {k}), got {class_id}")
+        if not 0 <= class_id < num_classes:
+            raise ValueError(f"class must be in [0, {num_classes}), got {class_id}")
         return z, torch.full((n,), class_id, dtype=torch.int64)
-    return z, torch.randint(0, k, (n,), generator=g)  # (n,) uniform over classes
+    return z, torch.randint(0, num_classes, (n,), generator=g)  # (n,) uniform over classes
 
 
 @torch.inference_mode()
+def generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None,
+             batch_size: int = 500) -> Iterator[torch.Tensor]:
+    """G's float output (b, C, H, W) in [-1, 1] on G's device for z (n, Z) and labels (n,) or None, b <= batch_size.
+
+    G runs in eval mode (BatchNorm's running statistics, no dropout) and gets its mode back however the
+    loop ends; in fp32, so samples and the scores made from them do not depend on the CPU's bf16 support.
+    """
+    device = next(G.parameters()).device
+    was_training = G.training
+    G.eval()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            for s in range(0, len(z), batch_size):
+                yb = y[s:s + batch_size].to(device) if y is not None else None
+                yield G(z[s:s + batch_size].to(device), yb)  # (b, C, H, W)
+    finally:
+        G.train(was_training)
+
+
 def sample_stream(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int = 0, batch_size: int = 500,
                   class_id: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Yield (uint8 images (b, C, H, W) on CPU, labels (b,) or None) for n seeded samples, b <= batch_size.
 
     Images are rounded to uint8 exactly like the prepared data, so metrics see what a saved PNG holds.
     """
-    from ganops.training.common import to_uint8
-
-    z, y = _latents(config, n, seed, class_id)
-    device = next(G.parameters()).device
-    # fp32 on purpose: metrics and served images must not depend on the CPU's bf16 support
-    with torch.autocast(device.type, enabled=False):
-        for s in range(0, n, batch_size):
-            yb = y[s:s + batch_size] if y is not None else None
-            x = G(z[s:s + batch_size].to(device), yb.to(device) if yb is not None else None)  # (b, C, H, W)
-            yield to_uint8(x).cpu(), yb
+    model = config["model"]
+    z, y = seeded_latents(n, int(model["latent_dim"]), model["latent_dist"], int(config["num_classes"]),
+                          bool(model.get("conditional")), seed, class_id)
+    for s, x in zip(range(0, n, batch_size), generate(G, z, y, batch_size), strict=True):
+        yield to_uint8(x).cpu(), (y[s:s + batch_size] if y is not None else None)
 
 
 def sample_images(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int = 0,

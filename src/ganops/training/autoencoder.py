@@ -12,7 +12,8 @@ import torch
 from ganops import losses
 from ganops.config import ModelConfig, PretrainConfig
 from ganops.models import Autoencoder, build_autoencoder
-from ganops.training.common import MetricSink, autocast, progress_bar, seed_everything, setup_runtime, to_model_input
+from ganops.runtime import autocast, progress_bar, seed_everything, setup_runtime, to_model_input
+from ganops.training.common import MetricSink
 from ganops.training.flops import counted
 
 N_SHOW = 16  # test images shown beside their reconstructions

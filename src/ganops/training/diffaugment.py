@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-OPS = ("color", "translation", "cutout")
+from ganops.choices import DIFFAUG_OPS
 
 
 def _rand(n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,7 @@ _FNS: dict[str, list[Callable[[torch.Tensor, torch.Generator], torch.Tensor]]] =
     "translation": [rand_translation],
     "cutout": [rand_cutout],
 }
+assert set(_FNS) == set(DIFFAUG_OPS), "an op in choices.DIFFAUG_OPS needs its functions here"
 
 
 def diff_augment(x: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> torch.Tensor:
@@ -85,7 +86,7 @@ def diff_augment(x: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> t
     """
     for op in ops:
         if op not in _FNS:
-            raise ValueError(f"unknown DiffAugment op {op!r}; use {', '.join(OPS)}")
+            raise ValueError(f"unknown DiffAugment op {op!r}; use {', '.join(DIFFAUG_OPS)}")
         for fn in _FNS[op]:
             if fn is rand_saturation and x.size(1) == 1:
                 continue

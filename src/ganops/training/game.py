@@ -12,12 +12,11 @@ from typing import Any
 
 import torch
 
-from ganops import losses, models
+from ganops import losses, models, runtime
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
 from ganops.models import Generator, sample_latent
-from ganops.training import common
-from ganops.training.common import autocast
+from ganops.runtime import autocast
 from ganops.training.diffaugment import diff_augment
 from ganops.training.distributed import DistInfo
 from ganops.training.ema import EMA, standing_stats
@@ -106,7 +105,7 @@ class Game:
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         for idx in batches:
-            real = common.to_model_input(self.x[idx], dev, cfg.channels_last)  # (B, C, H, W) in [-1, 1]
+            real = runtime.to_model_input(self.x[idx], dev, cfg.channels_last)  # (B, C, H, W) in [-1, 1]
             y_real = self.y[idx] if self.cond else None  # (B,)
             B = real.size(0)
             z, y_fake = self.latent(B)

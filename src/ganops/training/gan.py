@@ -28,11 +28,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ganops import runtime
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
 from ganops.models import Discriminator, Generator, sample_latent
-from ganops.training import common
-from ganops.training.common import MetricSink
+from ganops.training.common import MetricSink, NullSink
 from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
 from ganops.training.flops import counted
 from ganops.training.game import Game, generate, lr_factor
@@ -197,7 +197,7 @@ class _Run:
     # ---------------------------------------------------------------- the loop
     def run(self, total: int) -> None:
         cfg, game, plan = self.cfg, self.game, self.plan
-        with common.progress_bar(max(total - self.pos.step, 0), "train") as bar:
+        with runtime.progress_bar(max(total - self.pos.step, 0), "train") as bar:
             for epoch in range(self.pos.epochs_done + 1, cfg.epochs + 1):
                 if self.pos.step >= total:
                     break
@@ -259,10 +259,10 @@ def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, t
     """
     dist = dist or DistInfo()
     if not dist.is_main:
-        sink, log = common.NullSink(), lambda *_: None
+        sink, log = NullSink(), lambda *_: None
     _check_inputs(model_cfg, train_x, train_y, num_classes)
-    common.seed_everything(cfg.seed)  # model init; the loop itself draws only from its own streams
-    device, amp = common.setup_runtime(cfg)
+    runtime.seed_everything(cfg.seed)  # model init; the loop itself draws only from its own streams
+    device, amp = runtime.setup_runtime(cfg)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     try:
