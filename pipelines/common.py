@@ -1,11 +1,10 @@
-"""What every command shares: option types, error → exit-code mapping, SIGTERM handling."""
+"""What every command shares: option types, error → exit-code mapping, SIGTERM handling, its MLflow run."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +84,25 @@ def run(fn: Callable[[], T], debug: bool = False) -> T:
         raise typer.Exit(EXIT_SIGINT) from None
 
 
+@contextlib.contextmanager
+def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[str, Any] | None = None,
+              system_metrics: bool = True) -> Iterator[Any]:
+    """The stage's MLflow run (ganops.tracking.stage_run), in the experiment params' `tracking:` section names.
+
+    `logged`: the params the run records (the stage's sections, as dicts); `data_meta`: the prepared data's
+    meta, recorded with the run; system metrics are sampled when `tracking.system_metrics` is on and the
+    stage does not opt out (promote takes a second: nothing to sample).
+    """
+    from ganops import tracking
+    from ganops.config import TrackingConfig
+    from ganops.params import load_section
+
+    track = load_section(params, "tracking", TrackingConfig)
+    with tracking.stage_run(stage, track.experiment, logged, tracking.repo_root(), data_meta=data_meta,
+                            system_metrics=system_metrics and track.system_metrics) as mlrun:
+        yield mlrun
+
+
 def prepared_meta(data: Path) -> dict[str, Any]:
     """The prepared data's meta.json, refused early if the networks cannot take its image size."""
     from ganops.data.prepared import read_meta
@@ -110,8 +128,3 @@ class RenamedMetrics:
 
     def log_image_grid(self, images: Any, key: str, step: int | None = None, nrow: int = 8) -> None:
         self.sink.log_image_grid(images, key, step=step, nrow=nrow)
-
-
-def not_implemented(stage: str) -> None:
-    typer.echo(f"error: `ganops {stage}` is not implemented yet (see the issue tracker)", err=True)
-    sys.exit(2)

@@ -10,40 +10,134 @@ it becomes a new version of promote.model_name in the MLflow registry. Further -
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ganops.config import EvaluateConfig, PromoteConfig, TrackingConfig
-from ganops.errors import GanopsError
+from ganops.config import EvaluateConfig, PromoteConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
-# The judge's figure in metrics/evaluate.json (beside fid, kid ± std and the floor ratio): the weakest class's
-# share, named as in MLflow and the gate. Judge FID, entropy, per-class shares and protocols: its _detail.json.
-JUDGE_SUMMARY = ("min_share_ratio",)
+
+@dataclass(frozen=True)
+class Against:
+    """What every generator is scored against: the test reference, the floor, the judge and the data."""
+
+    ref: Any  # FeatureStats of the test split (ganops reference)
+    names: list[str]  # protocol names, e.g. ["fid10k", "kid10k"]
+    floor: dict[str, Any]  # ganops floor's record
+    judge: Any  # JudgeNet
+    judge_ref: Any  # the judge's FeatureStats of the test split
+    meta: dict[str, Any]  # the prepared data's meta
 
 
-def _read_floor(path: Path, names: list[str], meta: dict[str, Any]) -> dict[str, Any]:
-    """The floor JSON, refused if it was made for other data or another N/metric list."""
-    if not path.is_file():
-        raise GanopsError(f"{path}: real-data floor not found; run `dvc repro floor`")
-    try:
-        floor = json.loads(path.read_text())
-        have, protocols = floor["metrics"], floor["protocol"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise GanopsError(f"{path}: not a floor file ({type(e).__name__}: {e})") from None
-    missing = [n for n in names if n not in have]
-    stale = {p.get("ref_source_hash") for p in protocols.values()} - {meta["content_hash"]}
-    if missing or stale:
-        why = f"no {', '.join(missing)}" if missing else f"made for data {', '.join(map(str, stale))}"
-        raise GanopsError(f"{path}: floor is {why}, not for this evaluation; rerun `dvc repro floor`")
-    return floor
+@dataclass(frozen=True)
+class Outputs:
+    metrics: Path
+    plots: Path
+    samples: Path  # grid directory
+    candidate: Path
+
+
+def load_against(cfg: EvaluateConfig, data: Path, reference: Path, floor: Path, judge: Path,
+                 key: bytes | None) -> Against:
+    from ganops.data.prepared import check_trained_on, load_split
+    from ganops.metrics.evaluation import read_floor
+    from ganops.metrics.fid import FeatureStats
+    from ganops.metrics.judge import judge_reference_stats, load_judge
+    from ganops.metrics.registry import metric_name
+
+    meta = prepared_meta(data)
+    names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
+    ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
+    floor_data = read_floor(floor, names, meta)
+    judge_net = load_judge(judge, key=key)
+    check_trained_on(judge, judge_net.meta.get("data_hash"), meta, "judge")
+    test_x, _ = load_split(data, "test")
+    return Against(ref, names, floor_data, judge_net, judge_reference_stats(judge_net, test_x), meta)
+
+
+def score(cfg: EvaluateConfig, path: Path, G: Any, gcfg: dict[str, Any],
+          on: Against) -> tuple[dict[str, Any], Any, Any, float]:
+    """(metrics of `cfg.num_samples` seeded samples of G, the uint8 images, their labels or None, seconds)."""
+    from ganops.metrics.evaluation import evaluate_images
+    from ganops.models.shipped import sample_images
+
+    t0 = time.perf_counter()
+    images, labels = sample_images(G, gcfg, cfg.num_samples, cfg.seed)  # uint8 (N, C, H, W)
+    typer.echo(f"evaluate: {path}: {len(images)} samples in {time.perf_counter() - t0:.1f} s")
+    res = evaluate_images(images, on.ref, on.names, on.floor, judge=on.judge, judge_ref=on.judge_ref,
+                          class_names=on.meta["class_names"], seed=cfg.seed, log=typer.echo,
+                          batch_size=cfg.batch_size, device=next(G.parameters()).device,
+                          judge_samples=cfg.judge_samples)
+    return {"generator": str(path), "num_samples": cfg.num_samples, **res}, images, labels, time.perf_counter() - t0
+
+
+def log_grids(cfg: EvaluateConfig, images: Any, labels: Any, on: Against, grid_dir: Path, mlrun: Any) -> None:
+    """The candidate's first samples, and one row per class: by the conditioning label, else by the judge's
+    label (a missing row is a lost mode)."""
+    from ganops.metrics.judge import judge_predict
+    from ganops.sampling import class_rows, write_grid
+
+    mlrun.log_artifact(write_grid(grid_dir / "grid.png", images[:cfg.grid_size], nrow=8), "samples")
+    by = labels if labels is not None else judge_predict(on.judge, images[:cfg.judge_samples])
+    per_row = max(cfg.grid_size // on.meta["num_classes"], 1)
+    rows, _ = class_rows(images[:len(by)], by, on.meta["num_classes"], per_row)
+    if len(rows):
+        mlrun.log_artifact(write_grid(grid_dir / "classes.png", rows, nrow=per_row), "samples")
+
+
+def finish(res: dict[str, Any], rows: list[dict[str, Any]], cand_path: Path, mlrun: Any,
+           out: Outputs) -> dict[str, float]:
+    """Write the metrics pair and the plots CSV, log the candidate's figures; return them flat (MLflow names)."""
+    import pandas as pd
+
+    from ganops.gate import MIN_SHARE, fid_key, kid_key
+    from ganops.io import write_csv
+
+    fid_name = fid_key(res)
+    judge_res = res["judge"]
+    summary = {k: v for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
+    # the judge's figure beside fid, kid ± std and the floor ratio: the weakest class's share, named as in
+    # MLflow and the gate; judge FID, entropy, per-class shares and protocols go to the _detail.json
+    summary[MIN_SHARE] = judge_res["min_share_ratio"]
+    write_metrics(out.metrics, summary, res, mlrun)
+    write_csv(out.plots, pd.DataFrame([{k: v for k, v in r.items() if k != "eval_seconds"} for r in rows]))
+    flat = {k: float(v) for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
+    flat |= {f"floor/{k}": v for k, v in res.get("floor", {}).items()}
+    flat |= {f"judge/{k}": float(v) for k, v in judge_res.items() if isinstance(v, int | float)}
+    flat |= {f"judge/share/{k}": v for k, v in judge_res["class_shares"].items()}
+    mlrun.log_metrics(flat | {"seconds": rows[0]["eval_seconds"]})  # `seconds`: every stage's wall time
+    mlrun.log_artifact(out.plots)
+    collapsed = judge_res["collapsed"]
+    mlrun.set_tags({"ganops.mode_collapse": str(bool(collapsed)).lower(),
+                    "ganops.collapsed_classes": ",".join(collapsed) or "-"})
+    if collapsed:
+        typer.echo(f"warning: mode collapse: the judge sees {', '.join(collapsed)} in under a quarter of "
+                   f"their expected share of {judge_res['n']} samples", err=True)
+    floor_txt = f" (real-data floor {res['floor'][fid_name]:.3f}, ×{res[f'{fid_name}_over_floor']:.2f})" \
+        if "floor" in res else ""
+    kid_name = kid_key(fid_name)
+    kid_txt = f", {kid_name} {res[kid_name]:.5f} ± {res[kid_name + '_std']:.5f}" if kid_name in res else ""
+    typer.echo(f"evaluate: {cand_path}: {fid_name} {res[fid_name]:.3f}{floor_txt}{kid_txt}, class-coverage "
+               f"entropy {judge_res['normalized_entropy']:.3f} ({rows[0]['eval_seconds']:.0f} s)")
+    return flat
+
+
+def register(model_name: str, cand_path: Path, flat: dict[str, float], collapsed: bool, mlrun: Any) -> dict[str, Any]:
+    """A new version of `model_name` in the MLflow registry, carrying the figures the gate reads as tags."""
+    from ganops.gate import gate_inputs
+    from ganops.tracking.model_registry import register_generator
+
+    version = register_generator(mlrun, cand_path, model_name, metrics=flat, tag_metrics=gate_inputs(flat),
+                                          tags={"ganops.mode_collapse": str(collapsed).lower()})
+    typer.echo(f"evaluate: registered {version.model_uri} (MLflow run {mlrun.run_id})")
+    return {"registered": True, **dataclasses.asdict(version)}
 
 
 def main(
@@ -64,126 +158,46 @@ def main(
     debug: DebugOpt = False,
 ) -> None:
     """FID/KID (+ floor, judge coverage) of the generator; register it in the MLflow registry."""
+    out = Outputs(metrics, plots, samples, candidate)
 
     def go() -> None:
-        cfg = load_section(params, "evaluate", EvaluateConfig)
-        promote = load_section(params, "promote", PromoteConfig)
-        track = load_section(params, "tracking", TrackingConfig)
-        check_writable(metrics, detail_of(metrics), plots, candidate, dirs=[samples])
-        meta = prepared_meta(data)
-
-        from ganops import tracking
         from ganops.checkpoint import key_from_env
-        from ganops.data.prepared import load_split
-        from ganops.metrics.fid import FeatureStats
-        from ganops.metrics.judge import judge_reference_stats, load_judge
-        from ganops.metrics.registry import metric_name
+        from ganops.data.prepared import check_trained_on
+        from ganops.io import write_json
+        from ganops.metrics.registry import metric_kinds
         from ganops.models.shipped import load_generator
         from ganops.runtime import resolve_device
 
-        names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
-        ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
-        floor_data = _read_floor(floor, names, meta)
+        cfg = load_section(params, "evaluate", EvaluateConfig, choices={"metrics": metric_kinds()})
+        promote = load_section(params, "promote", PromoteConfig)
+        check_writable(metrics, detail_of(metrics), plots, candidate, dirs=[samples])
         key = key_from_env(os.environ)
-        judge_net = load_judge(judge, key=key)
-        if judge_net.meta.get("data_hash") != meta["content_hash"]:
-            raise GanopsError(f"{judge}: judge was trained on data {judge_net.meta.get('data_hash')}, the "
-                              f"prepared data is {meta['content_hash']}; rerun `dvc repro judge`")
+        on = load_against(cfg, data, reference, floor, judge, key)
         gens = [(path, *load_generator(path, key=key)) for path in generator]
         for path, _, gcfg in gens:
-            if gcfg.get("data_hash") not in (None, meta["content_hash"]):
-                raise GanopsError(f"{path}: generator was trained on data {gcfg['data_hash']}, the prepared "
-                                  f"data is {meta['content_hash']}; rerun `dvc repro train`")
-        test_x, _ = load_split(data, "test")
-        judge_ref = judge_reference_stats(judge_net, test_x)
+            check_trained_on(path, gcfg.get("data_hash"), on.meta, "train")
         device = resolve_device(cfg.device)
         # what made the candidate (its checkpoint's train and model sections), so MLflow's "Compare" of two
         # evaluate runs shows the recipe that changed beside the figures
         made_by = {k: gens[0][2][k] for k in ("model", "train") if isinstance(gens[0][2].get(k), dict)}
         logged = {"evaluate": dataclasses.asdict(cfg), "generators": [str(p) for p in generator],
                   "model_name": promote.model_name, **made_by}
-        with tracking.stage_run("evaluate", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+        with stage_run("evaluate", params, logged, data_meta=on.meta) as mlrun:
             rows, results = [], []
             for path, G, gcfg in gens:
-                res, seconds = _evaluate_one(cfg, path, G.to(device), gcfg, ref, names, floor_data, judge_net,
-                                             judge_ref, meta, samples if not results else None, mlrun)
+                res, images, labels, seconds = score(cfg, path, G.to(device), gcfg, on)
+                if not results:
+                    log_grids(cfg, images, labels, on, samples, mlrun)
                 results.append(res)
-                rows.append({"generator": str(path), **{k: res[k] for k in res if k in names or
+                rows.append({"generator": str(path), **{k: res[k] for k in res if k in on.names or
                                                        k.endswith("_std")},
                              "judge_fid": res["judge"].get("fid"),
                              "coverage_entropy": res["judge"]["normalized_entropy"], "eval_seconds": seconds})
-            _finish(cfg, promote, results[0], rows, gens[0], mlrun, metrics, plots, samples, candidate, tracking)
-
-    def _evaluate_one(cfg: EvaluateConfig, path: Path, G: Any, gcfg: dict[str, Any], ref: Any, names: list[str],
-                      floor_data: dict[str, Any], judge_net: Any, judge_ref: Any, meta: dict[str, Any],
-                      grid_dir: Path | None, mlrun: Any) -> tuple[dict[str, Any], float]:
-        from ganops.metrics.evaluation import evaluate_images
-        from ganops.metrics.judge import judge_predict
-        from ganops.models.shipped import sample_images
-        from ganops.sampling import class_rows, write_grid
-
-        t0 = time.perf_counter()
-        images, labels = sample_images(G, gcfg, cfg.num_samples, cfg.seed)  # uint8 (N, C, H, W)
-        typer.echo(f"evaluate: {path}: {len(images)} samples in {time.perf_counter() - t0:.1f} s")
-        res = evaluate_images(images, ref, names, floor_data, judge=judge_net, judge_ref=judge_ref,
-                              class_names=meta["class_names"], seed=cfg.seed, log=typer.echo,
-                              batch_size=cfg.batch_size, device=next(G.parameters()).device,
-                              judge_samples=cfg.judge_samples)
-        seconds = time.perf_counter() - t0
-        res = {"generator": str(path), "num_samples": cfg.num_samples, **res}
-        if grid_dir is not None:
-            k = meta["num_classes"]
-            first = images[:cfg.grid_size]
-            mlrun.log_artifact(write_grid(grid_dir / "grid.png", first, nrow=8), "samples")
-            # one row per class: by the conditioning label, else by the judge's label (missing row = lost mode)
-            by = labels if labels is not None else judge_predict(judge_net, images[:cfg.judge_samples])
-            per_row = max(cfg.grid_size // k, 1)
-            rows, _ = class_rows(images[:len(by)], by, k, per_row)
-            if len(rows):
-                mlrun.log_artifact(write_grid(grid_dir / "classes.png", rows, nrow=per_row), "samples")
-        return res, seconds
-
-    def _finish(cfg: EvaluateConfig, promote: PromoteConfig, res: dict[str, Any], rows: list[dict[str, Any]],
-                cand: tuple[Path, Any, dict[str, Any]], mlrun: Any, metrics_path: Path, plots_path: Path,
-                grid_dir: Path, candidate_path: Path, tracking: Any) -> None:
-        import pandas as pd
-
-        from ganops.io import write_csv, write_json
-
-        fid_name = next(k for k in res if k.startswith("fid") and not k.endswith("_over_floor"))
-        judge_res = res["judge"]
-        summary = {k: v for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
-        summary |= {f"judge/{k}": judge_res[k] for k in JUDGE_SUMMARY if k in judge_res}
-        write_metrics(metrics_path, summary, res, mlrun)
-        write_csv(plots_path, pd.DataFrame([{k: v for k, v in r.items() if k != "eval_seconds"} for r in rows]))
-        flat = {k: float(v) for k, v in res.items() if isinstance(v, int | float) and k != "num_samples"}
-        flat |= {f"floor/{k}": v for k, v in res.get("floor", {}).items()}
-        flat |= {f"judge/{k}": float(v) for k, v in judge_res.items() if isinstance(v, int | float)}
-        flat |= {f"judge/share/{k}": v for k, v in judge_res["class_shares"].items()}
-        mlrun.log_metrics(flat | {"seconds": rows[0]["eval_seconds"]})  # `seconds`: every stage's wall time
-        mlrun.log_artifact(plots_path)
-        collapsed = judge_res["collapsed"]
-        mlrun.set_tags({"ganops.mode_collapse": str(bool(collapsed)).lower(),
-                        "ganops.collapsed_classes": ",".join(collapsed) or "-"})
-        if collapsed:
-            typer.echo(f"warning: mode collapse: the judge sees {', '.join(collapsed)} in under a quarter of "
-                       f"their expected share of {judge_res['n']} samples", err=True)
-        floor_txt = f" (real-data floor {res['floor'][fid_name]:.3f}, ×{res[f'{fid_name}_over_floor']:.2f})" \
-            if "floor" in res else ""
-        kid_name = fid_name.replace("fid", "kid", 1)
-        kid_txt = f", {kid_name} {res[kid_name]:.5f} ± {res[kid_name + '_std']:.5f}" if kid_name in res else ""
-        typer.echo(f"evaluate: {cand[0]}: {fid_name} {res[fid_name]:.3f}{floor_txt}{kid_txt}, class-coverage "
-                   f"entropy {judge_res['normalized_entropy']:.3f} ({rows[0]['eval_seconds']:.0f} s)")
-        info: dict[str, Any] = {"registered": False, "run_id": mlrun.run_id, "metrics": flat}
-        if cfg.register:
-            from ganops.gate import gate_inputs
-
-            version = tracking.register_generator(mlrun, cand[0], promote.model_name, metrics=flat,
-                                                  tag_metrics=gate_inputs(flat),
-                                                  tags={"ganops.mode_collapse": str(bool(collapsed)).lower()})
-            info |= {"registered": True, **dataclasses.asdict(version)}
-            typer.echo(f"evaluate: registered {version.model_uri} (MLflow run {mlrun.run_id})")
-        write_json(candidate_path, info)
+            res = results[0]
+            flat = finish(res, rows, generator[0], mlrun, out)
+            info: dict[str, Any] = {"registered": False, "run_id": mlrun.run_id, "metrics": flat}
+            if cfg.register:
+                info |= register(promote.model_name, generator[0], flat, bool(res["judge"]["collapsed"]), mlrun)
+            write_json(candidate, info)
 
     run(go, debug)

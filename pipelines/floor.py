@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import EvaluateConfig, TrackingConfig
+from ganops.config import EvaluateConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 
@@ -32,12 +32,12 @@ def main(
     """FID/KID of evaluate.num_samples training images vs the test reference."""
 
     def go() -> None:
-        cfg = load_section(params, "evaluate", EvaluateConfig)
-        track = load_section(params, "tracking", TrackingConfig)
+        from ganops.metrics.registry import metric_kinds
+
+        cfg = load_section(params, "evaluate", EvaluateConfig, choices={"metrics": metric_kinds()})
         check_writable(metrics, detail_of(metrics))
         meta = prepared_meta(data)
 
-        from ganops import tracking
         from ganops.data.prepared import load_split
         from ganops.metrics.evaluation import floor_indices, floor_protocols, real_data_floor
         from ganops.metrics.fid import FeatureStats
@@ -50,8 +50,7 @@ def main(
         floor_indices(len(train_x), cfg.num_samples, cfg.seed)  # fail before the MLflow run if N is too big
         names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
         logged = {"evaluate": dataclasses.asdict(cfg)}  # the section it reads, prefixed like every stage's
-        with tracking.stage_run("floor", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+        with stage_run("floor", params, logged, data_meta=meta) as mlrun:
             t0 = time.perf_counter()
             key = floor_key(meta["content_hash"], cfg.num_samples, cfg.seed, floor_protocols(names, ref, cfg.seed))
             hit = find_floor(shipped, key)

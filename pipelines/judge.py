@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import JudgeConfig, TrackingConfig
+from ganops.config import JudgeConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 MIN_ACCURACY = 0.5  # below this the judge's coverage numbers mean little: warn loudly
@@ -31,11 +31,9 @@ def main(
 
         key = key_from_env(os.environ)
         cfg = load_section(params, "judge", JudgeConfig)
-        track = load_section(params, "tracking", TrackingConfig)
         check_writable(model_out, metrics, detail_of(metrics))
         meta = prepared_meta(data)
 
-        from ganops import tracking
         from ganops.data.prepared import load_split
         from ganops.metrics.judge import save_judge
         from ganops.training.judge import train_judge
@@ -43,8 +41,7 @@ def main(
         train_x, train_y = load_split(data, "train")
         test_x, test_y = load_split(data, "test")
         logged = {"judge": dataclasses.asdict(cfg)}
-        with tracking.stage_run("judge", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+        with stage_run("judge", params, logged, data_meta=meta) as mlrun:
             model, m = train_judge(train_x, train_y, test_x, test_y, meta["num_classes"], epochs=cfg.epochs,
                                    batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, width=cfg.width,
                                    runtime=cfg, log=typer.echo)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ganops.gate import MIN_SHARE, fid_key, kid_key
 from pipelines.common import DebugOpt, run
 
 SHOWN_TRAIN = ("epochs", "batch_size", "loss", "g_lr", "d_lr", "beta1", "d_steps", "ema_decay", "r1_weight",
@@ -19,8 +20,8 @@ def _fmt(v: Any) -> str:
 
 def render(d: dict[str, Any]) -> str:
     tags, metrics, gen = d["tags"], d["metrics"], d["generator"]
-    fid = next((k for k in sorted(metrics) if k.startswith("fid") and k[3:].rstrip("k").isdigit()), None)
-    kid = fid.replace("fid", "kid", 1) if fid else None
+    fid = fid_key(metrics)
+    kid = kid_key(fid) if fid else None
     lines = [f"{d['name']} v{d['version']}" + (f"  @{' @'.join(d['aliases'])}" if d["aliases"] else "")
              + f"   (store {d['tracking_uri']})"]
     if fid:
@@ -32,7 +33,7 @@ def render(d: dict[str, Any]) -> str:
         lines.append(q)
     if "judge/normalized_entropy" in metrics:
         lines.append(f"  coverage  entropy {metrics['judge/normalized_entropy']:.3f}, min class share "
-                     f"{metrics.get('judge/min_share_ratio', float('nan')):.2f}× expected, mode collapse "
+                     f"{metrics.get(MIN_SHARE, float('nan')):.2f}× expected, mode collapse "
                      f"{tags.get('ganops.mode_collapse', '?')}")
     if "ganops.decision" in tags:
         lines.append(f"  gate      {tags['ganops.decision']}: {tags.get('ganops.decision_reason', '')}")

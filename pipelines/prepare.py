@@ -14,9 +14,9 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import DataConfig, TrackingConfig
+from ganops.config import DataConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run, stage_run
 
 PER_CLASS = 8  # real images per class in the logged grid
 
@@ -33,7 +33,6 @@ def main(
 
     def go() -> None:
         cfg = load_section(params, "data", DataConfig)
-        track = load_section(params, "tracking", TrackingConfig)
         check_writable(dirs=[out, validation, raw if cfg.download else None])
         from ganops import tracking
         from ganops.data.prepare import prepare_dataset
@@ -41,8 +40,7 @@ def main(
         from ganops.errors import ValidationFailed
 
         report = validation / REPORT_NAME
-        with tracking.stage_run("prepare", track.experiment, {"data": dataclasses.asdict(cfg)},
-                                tracking.repo_root(), system_metrics=track.system_metrics) as mlrun:
+        with stage_run("prepare", params, {"data": dataclasses.asdict(cfg)}) as mlrun:
             t0 = time.perf_counter()
             try:
                 res = prepare_dataset(cfg, raw, out, validation)

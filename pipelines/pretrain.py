@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import ModelConfig, PretrainConfig, TrackingConfig
+from ganops.config import ModelConfig, PretrainConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 SUMMARY = ("test_loss", "train_flops")  # metrics/pretrain.json; the rest (minutes too) goes to its _detail.json
@@ -34,7 +34,6 @@ def main(
         key = key_from_env(os.environ)  # checked before the work, not after it
         cfg = load_section(params, "pretrain", PretrainConfig)
         model_cfg = load_section(params, "model", ModelConfig)
-        track = load_section(params, "tracking", TrackingConfig)
         check_writable(model_out, metrics, detail_of(metrics), plots)
         from ganops.data.prepared import load_split
 
@@ -42,13 +41,11 @@ def main(
         train_x, _ = load_split(data, "train")
         test_x, _ = load_split(data, "test")
 
-        from ganops import tracking
         from ganops.io import write_csv
         from ganops.training.autoencoder import pretrain_autoencoder
 
         logged = {"pretrain": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
-        with tracking.stage_run("pretrain", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+        with stage_run("pretrain", params, logged, data_meta=meta) as mlrun:
             res = pretrain_autoencoder(cfg, model_cfg, train_x, test_x, sink=mlrun)
             config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                       "variational": cfg.variational, "data_hash": meta["content_hash"],

@@ -18,10 +18,10 @@ from typing import Annotated, Any
 
 import typer
 
-from ganops.config import PromoteConfig, TrackingConfig
+from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run, stage_run
 from pipelines.metrics_files import detail_of, write_metrics
 
 # metrics/promote.json, what `dvc exp show` shows: promoted | refused | unchanged. The versions, the reason and
@@ -57,6 +57,25 @@ def _candidate_version(path: Path, version: str | None, model_name: str) -> str:
     return str(ver)
 
 
+def decide(cfg: PromoteConfig, uri: str, cand: Any, champ: Any,
+           write: bool) -> tuple[str, str, dict[str, Any], Any]:
+    """(promoted | refused | unchanged, the reason, the gate's figures, the champion after); `write` applies it."""
+    from ganops.gate import Candidate
+    from ganops.gate import decide as gate_decide
+    from ganops.tracking.promotion import apply_decision
+
+    if champ is not None and champ.version == cand.version:
+        return "unchanged", f"v{cand.version} is already the champion", {}, champ
+    # The tag strings, not the parsed metrics: the gate refuses a value it cannot read, where the
+    # parsed view (for display) would silently drop it.
+    as_cand = Candidate(cand.version, cand.metric_tags, cand.tags.get("ganops.data_hash"))
+    as_champ = Candidate(champ.version, champ.metric_tags, champ.tags.get("ganops.data_hash")) if champ else None
+    d = gate_decide(as_cand, as_champ, cfg)
+    after = apply_decision(uri, cfg.model_name, cand.version, d.promote, d.reason, d.figures, champ) \
+        if write else champ
+    return ("promoted" if d.promote else "refused"), d.reason, d.figures, after
+
+
 def main(
     params: ParamsOpt = Path("params.yaml"),
     candidate: Annotated[Path, typer.Option(help="JSON written by `ganops evaluate`")] = Path(
@@ -79,7 +98,6 @@ def main(
 
     def go() -> int:
         cfg = load_section(params, "promote", PromoteConfig)
-        track = load_section(params, "tracking", TrackingConfig)
         check_writable(*([] if dry_run else [out, detail_of(out)]))
         ver = _candidate_version(candidate, version, cfg.model_name)
 
@@ -92,17 +110,16 @@ def main(
         if cand is None:
             raise GanopsError(f"registered model {cfg.model_name!r} has no version {ver} in {uri}")
         if dry_run:
-            status, reason, figures, after = _decide(cfg, uri, cand, current_champion(uri, cfg.model_name), False)
+            status, reason, figures, after = decide(cfg, uri, cand, current_champion(uri, cfg.model_name), False)
             typer.echo(f"promote (dry run): v{ver} would be {status}: {reason}")
             return refused_code if status == "refused" else 0
         logged = {"promote": dataclasses.asdict(cfg), "candidate_version": ver}
-        with tracking.stage_run("promote", track.experiment, logged, tracking.repo_root(),
-                                system_metrics=False) as mlrun:
+        with stage_run("promote", params, logged, system_metrics=False) as mlrun:
             from ganops.tracking.promotion import registry_lock
 
             with registry_lock(uri, cfg.model_name, notify=lambda line: typer.echo(f"promote: {line}", err=True)):
                 before = current_champion(uri, cfg.model_name)  # read under the lock, not before it
-                status, reason, figures, after = _decide(cfg, uri, cand, before, True)
+                status, reason, figures, after = decide(cfg, uri, cand, before, True)
             result = {"decision": status, "promoted": int(status == "promoted"), "reason": reason,
                       "model_name": cfg.model_name, "candidate_version": ver,
                       "champion_before": before.version if before else None,
@@ -114,22 +131,6 @@ def main(
         typer.echo(f"promote: {cfg.model_name} v{ver} {status}: {reason}; champion "
                    f"{'v' + after.version if after else 'none'}")
         return refused_code if status == "refused" else 0
-
-    def _decide(cfg: PromoteConfig, uri: str, cand: Any, champ: Any,
-                write: bool) -> tuple[str, str, dict[str, Any], Any]:
-        from ganops.gate import Candidate, decide
-        from ganops.tracking.promotion import apply_decision
-
-        if champ is not None and champ.version == cand.version:
-            return "unchanged", f"v{cand.version} is already the champion", {}, champ
-        # The tag strings, not the parsed metrics: the gate refuses a value it cannot read, where the
-        # parsed view (for display) would silently drop it.
-        as_cand = Candidate(cand.version, cand.metric_tags, cand.tags.get("ganops.data_hash"))
-        as_champ = Candidate(champ.version, champ.metric_tags, champ.tags.get("ganops.data_hash")) if champ else None
-        d = decide(as_cand, as_champ, cfg)
-        after = apply_decision(uri, cfg.model_name, cand.version, d.promote, d.reason, d.figures, champ) \
-            if write else champ
-        return ("promoted" if d.promote else "refused"), d.reason, d.figures, after
 
     code = run(go, debug)
     raise typer.Exit(code)

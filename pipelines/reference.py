@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from ganops.config import EvaluateConfig, TrackingConfig
+from ganops.config import EvaluateConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
 
 SPLIT = "test"  # Lucic et al. 2018 protocol: generated samples vs the test images
 
@@ -30,12 +30,12 @@ def main(
     """Inception features and moments of the test split (the FID/KID reference)."""
 
     def go() -> None:
-        cfg = load_section(params, "evaluate", EvaluateConfig)
-        track = load_section(params, "tracking", TrackingConfig)
+        from ganops.metrics.registry import metric_kinds
+
+        cfg = load_section(params, "evaluate", EvaluateConfig, choices={"metrics": metric_kinds()})
         check_writable(out)
         meta = prepared_meta(data)
 
-        from ganops import tracking
         from ganops.data.prepared import load_split
         from ganops.metrics.evaluation import progress
         from ganops.metrics.registry import reference_meta, reference_stats
@@ -44,8 +44,7 @@ def main(
 
         test_x, _ = load_split(data, SPLIT)
         device = resolve_device(cfg.device)
-        with tracking.stage_run("reference", track.experiment, {"split": SPLIT, "batch_size": cfg.batch_size},
-                                tracking.repo_root(), data_meta=meta, system_metrics=track.system_metrics) as mlrun:
+        with stage_run("reference", params, {"split": SPLIT, "batch_size": cfg.batch_size}, data_meta=meta) as mlrun:
             t0 = time.perf_counter()
             hit = find_reference(shipped, reference_meta(SPLIT, meta["content_hash"]), len(test_x))
             if hit is not None:

@@ -35,7 +35,7 @@ def main(
 
         key = key_from_env(os.environ)  # a registered generator is held to the same signature as a file
         if model.startswith("models:/"):
-            from ganops.tracking import load_registered_generator
+            from ganops.tracking.model_registry import load_registered_generator
 
             G, config = load_registered_generator(model, key=key)
         else:

@@ -23,7 +23,8 @@ import yaml
 from PIL import Image
 
 from ganops.models.shipped import load_generator, sample_images
-from ganops.tracking import register_generator, stage_run
+from ganops.tracking import stage_run
+from ganops.tracking.model_registry import register_generator
 from tests.conftest import git
 from tests.test_registry import make_generator
 

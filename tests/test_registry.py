@@ -1,4 +1,5 @@
-"""ganops.tracking.registry and the pyfunc generator model, against a real sqlite store and git repo (no mocks)."""
+"""ganops.tracking.model_registry and the pyfunc generator model, against a real sqlite store and git repo
+(no mocks)."""
 
 from __future__ import annotations
 

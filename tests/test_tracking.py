@@ -16,7 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from ganops.lineage import params_hash
+from ganops.provenance import params_hash
 from ganops.tracking import (
     TrackingError,
     TrackingWarning,

@@ -20,26 +20,42 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 
+# The one rule for which metric keys are "the FID": fid<N>[k] exactly (not floor/fid10k, fid10k_over_floor).
 _FID = re.compile(r"fid\d+k?")
-MIN_SHARE = "judge/min_share_ratio"  # as `ganops evaluate` registers it
+_KID = re.compile(r"kid\d+k?(_std)?")
+MIN_SHARE = "judge/min_share_ratio"  # the judge's weakest class share × K, as `ganops evaluate` logs and registers it
 # KID is an unbiased estimate: a generator as good as the data scores around 0, a little below as often
 # as above. Its mean over the subsets scatters by about std / sqrt(subsets) (std: the subsets' spread), so
 # an honest KID is never below -KID_NEG_SIGMAS × std; one further down is a broken or forged record.
 KID_NEG_SIGMAS = 3.0
 
 
+def is_fid_key(key: str) -> bool:
+    """True for a protocol FID key (fid10k, fid2500), false for derived ones (floor/fid10k, fid10k_over_floor)."""
+    return _FID.fullmatch(key) is not None
+
+
+def fid_key(metrics: Iterable[str]) -> str | None:
+    """The FID key among `metrics` (the first in sorted order if several), or None."""
+    return next((k for k in sorted(metrics) if is_fid_key(k)), None)
+
+
+def kid_key(fid_name: str) -> str:
+    """The KID key measured with the same N as `fid_name`: fid10k -> kid10k (its spread: kid10k_std)."""
+    return "kid" + fid_name.removeprefix("fid")
+
+
 def gate_inputs(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics the gate reads, of an evaluation's: fid<N>, kid<N> and kid<N>_std, judge/min_share_ratio.
     A registered version carries just these as tags; the rest lives on its run and logged model."""
-    kid = re.compile(r"kid\d+k?(_std)?")
-    return {k: v for k, v in metrics.items() if _FID.fullmatch(k) or kid.fullmatch(k) or k == MIN_SHARE}
+    return {k: v for k, v in metrics.items() if is_fid_key(k) or _KID.fullmatch(k) or k == MIN_SHARE}
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,7 @@ class Candidate:
 
     @property
     def fid_name(self) -> str:
-        names = sorted(k for k in self.metrics if _FID.fullmatch(k))
+        names = sorted(k for k in self.metrics if is_fid_key(k))
         if len(names) != 1:
             raise GanopsError(f"version {self.version}: expected one FID metric (fid<N>), found "
                               f"{names or 'none'}; was it registered by `ganops evaluate`?")
@@ -91,7 +107,7 @@ def gate_figures(c: Candidate, role: str = "version") -> GateFigures:
     and KID comes with its std or not at all."""
     name = c.fid_name
     fid = _number(c, role, name, 0.0, "0")
-    kid_name = "kid" + name[3:]
+    kid_name = kid_key(name)
     has = (kid_name in c.metrics, f"{kid_name}_std" in c.metrics)
     kid = None
     if any(has):

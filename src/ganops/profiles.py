@@ -64,9 +64,18 @@ def apply_profile(params: str | Path, profile: str | Path | None = None, sets: l
         P.check_params({name: merged[name]}, layer(name))
     for name, cls in SECTIONS.items():
         if name in merged:
-            P.section_of(merged, name, cls, layer(name))
+            P.section_of(merged, name, cls, layer(name), _choices().get(name))
     changed = [f"{s}.{k}" if isinstance(v, dict) else s for s, v in over.items()
                for k in (v if isinstance(v, dict) else [None])]
     if merged != base:  # a no-op keeps the file as it is, comments and all
         write_atomic(params, yaml.safe_dump(merged, sort_keys=False).encode())
     return changed
+
+
+def _choices() -> dict[str, dict[str, tuple[str, ...]]]:
+    """The vocabularies that live with their implementation, by section: what `ganops train` and the metric
+    stages check on load, checked here too so a profile with a typo fails when applied, not mid-pipeline."""
+    from ganops.losses import GAN_LOSSES
+    from ganops.metrics.registry import metric_kinds
+
+    return {"train": {"loss": GAN_LOSSES}, "evaluate": {"metrics": metric_kinds()}}

@@ -33,17 +33,18 @@ def read_source(cfg: DataConfig, raw_dir: Path) -> RawDataset:
         return download_torchvision(cfg.source, raw_dir)
     if cfg.source == "cifar10":
         # torchvision reads an existing cifar-10-batches-py under data.path without a network
-        return download_torchvision_offline_cifar(Path(cfg.path))
+        return read_cifar_folder(Path(cfg.path))
     return load_idx_dir(Path(cfg.path), cfg.source)
 
 
-def download_torchvision_offline_cifar(root: Path) -> RawDataset:
+def read_cifar_folder(root: Path) -> RawDataset:
+    """CIFAR-10 from an extracted `cifar-10-batches-py` under `root`, read by torchvision; never downloads."""
     from ganops.errors import DataError
 
     if not (root / "cifar-10-batches-py").is_dir():
         raise DataError(f"{root / 'cifar-10-batches-py'}: not found (set data.download: true on a "
                         "machine with a network, or point data.path at the extracted CIFAR-10 folder)")
-    return download_torchvision("cifar10", root)
+    return download_torchvision("cifar10", root, download=False)
 
 
 def select_train(ds: RawDataset, cfg: DataConfig) -> tuple[np.ndarray, int]:

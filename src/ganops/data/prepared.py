@@ -158,3 +158,11 @@ def load_split(prepared_dir: Path, split: str) -> tuple[Any, Any]:
             or str(d["labels"].dtype) != "torch.int64"):
         raise DataError(f"{path}: expected images uint8 (N, C, H, W) and labels int64 (N,)")
     return d["images"], d["labels"]
+
+
+def check_trained_on(path: str | Path, trained_on: str | None, meta: dict[str, Any], rerun: str) -> None:
+    """Refuse a model (judge, generator) made from other data than the prepared data `meta` describes: its
+    numbers would be about another dataset. `trained_on` None (a file that predates recording it) passes."""
+    if trained_on is not None and trained_on != meta["content_hash"]:
+        raise DataError(f"{path}: trained on data {trained_on}, the prepared data is {meta['content_hash']}; "
+                        f"rerun `dvc repro {rerun}`")

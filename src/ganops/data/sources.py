@@ -145,20 +145,21 @@ def load_idx_dir(root: Path, source: str) -> RawDataset:
 
 # ---------------------------------------------------------------- torchvision download
 
-def download_torchvision(source: str, raw_dir: Path) -> RawDataset:
-    """Fetch `source` with torchvision into `raw_dir` (needs a network)."""
+def download_torchvision(source: str, raw_dir: Path, download: bool = True) -> RawDataset:
+    """Fetch `source` with torchvision into `raw_dir` (needs a network); with download=False, read the files
+    torchvision finds there (checksummed) and never touch the network."""
     from torchvision import datasets
 
     cls = {"fashion-mnist": datasets.FashionMNIST, "mnist": datasets.MNIST,
            "cifar10": datasets.CIFAR10}[source]
     raw_dir.mkdir(parents=True, exist_ok=True)
     try:
-        train = cls(str(raw_dir), train=True, download=True)
-        test = cls(str(raw_dir), train=False, download=True)
+        train = cls(str(raw_dir), train=True, download=download)
+        test = cls(str(raw_dir), train=False, download=download)
     except Exception as e:  # torchvision raises RuntimeError/URLError/OSError variants
         hint = ("apt-get install dataset-fashion-mnist and set data.download: false"
                 if source == "fashion-mnist" else f"put the {source} files under {raw_dir} by hand")
-        raise DataError(f"{raw_dir}: could not download {source} ({type(e).__name__}: "
+        raise DataError(f"{raw_dir}: could not {'download' if download else 'read'} {source} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else 'no detail'}); offline? {hint}") from None
 
     def arrays(ds: object) -> tuple[np.ndarray, np.ndarray]:

@@ -17,10 +17,12 @@ biased upward at finite N, so a model FID means most beside its floor.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,3 +154,21 @@ def judge_report(judge: Any, images: torch.Tensor, judge_ref: FeatureStats | Non
     if judge_ref is not None:
         report["fid"] = judge_fid(judge, images, judge_ref)
     return report
+
+
+def read_floor(path: Path, names: Sequence[str], meta: dict[str, Any]) -> dict[str, Any]:
+    """The floor record (`ganops floor`'s _detail.json), refused if it was made for other data or another
+    N or metric list than `names`: a ratio to it would compare unlike numbers."""
+    if not path.is_file():
+        raise GanopsError(f"{path}: real-data floor not found; run `dvc repro floor`")
+    try:
+        floor = json.loads(path.read_text())
+        have, protocols = floor["metrics"], floor["protocol"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise GanopsError(f"{path}: not a floor file ({type(e).__name__}: {e})") from None
+    missing = [n for n in names if n not in have]
+    stale = {p.get("ref_source_hash") for p in protocols.values()} - {meta["content_hash"]}
+    if missing or stale:
+        why = f"no {', '.join(missing)}" if missing else f"made for data {', '.join(map(str, stale))}"
+        raise GanopsError(f"{path}: floor is {why}, not for this evaluation; rerun `dvc repro floor`")
+    return floor

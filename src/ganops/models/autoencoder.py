@@ -15,12 +15,14 @@ stays at its init and is returned so the caller can log it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ganops.config import ModelConfig
+from ganops.errors import GanopsError
 from ganops.models.blocks import ConvTrunk, check_positive, init_weights
 from ganops.models.discriminator import Discriminator
 from ganops.models.generator import Generator
@@ -191,3 +193,29 @@ def build_autoencoder(cfg: ModelConfig, image_size: int, channels: int,
     return Autoencoder(cfg.latent_dim, channels, image_size, cfg.g_width, cfg.d_width,
                        variational=variational, spectral_norm=cfg.spectral_norm, depth=cfg.depth,
                        upsample=cfg.g_upsample)
+
+
+# What must match between the pretrained autoencoder and the G and D it initialises (the rest may differ).
+ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
+
+
+def init_state(path: str | Path, model_cfg: ModelConfig, meta: Mapping[str, Any],
+               key: bytes | None) -> tuple[dict[str, Any], float | None]:
+    """The pretrained autoencoder's weights from `path`, after checking they fit this G and D (model_cfg) and
+    the data (meta: image_size, channels), and the FLOPs its training took (None for a checkpoint that predates
+    counting them): part of the recipe's budget."""
+    from ganops.checkpoint import load_checkpoint
+
+    state, config = load_checkpoint(path, kind="autoencoder", key=key)
+    # ModelConfig gives fields a checkpoint predates their defaults (e.g. depth 0), as when it was written.
+    saved_cfg = ModelConfig(**config["model"])
+    for k in ARCH_KEYS:
+        saved = getattr(saved_cfg, k)
+        if saved != getattr(model_cfg, k):
+            raise GanopsError(f"{path}: autoencoder has model.{k}={saved}, params say "
+                              f"{getattr(model_cfg, k)}; rerun pretrain (dvc repro) or set "
+                              "train.init_from_autoencoder: false")
+    if (config["image_size"], config["channels"]) != (meta["image_size"], meta["channels"]):
+        raise GanopsError(f"{path}: autoencoder is for {config['channels']}×{config['image_size']}² images, "
+                          f"the data is {meta['channels']}×{meta['image_size']}²; rerun pretrain")
+    return dict(state["model"]), config.get("train_flops")

@@ -11,14 +11,15 @@ Starting is fail-fast: an unreachable store raises `TrackingError` before any wo
 After the start, logging never crashes training: a failed call warns once and the
 stage goes on (a slow failure also pauses tracking for a while so a dying server
 cannot stall every step). Lineage tags (git, params, data, pipeline key) come from
-`ganops.lineage`; MLflow is imported lazily, so `import ganops` stays light.
+`ganops.provenance`; MLflow is imported lazily, so `import ganops` stays light.
 
-Modules: `store` (URI, reachability, experiment), `runs` (one run per stage), `registry`
-(generator versions in the model registry) and `generator_model` (the pyfunc model code MLflow
-loads; pickle-free).
+Modules: `store` (URI, reachability, experiment), `runs` (one run per stage), `model_registry`
+(generator versions in the model registry; imported by name where used, so a stage that only logs runs
+does not depend on it, for Python or for DVC) and `generator_model` (the pyfunc model code MLflow loads;
+pickle-free).
 """
 
-from ganops.lineage import repo_root
+from ganops.provenance import repo_root
 from ganops.tracking.runs import (
     TAG_COMMIT,
     TAG_DATA,
@@ -46,16 +47,4 @@ __all__ = [
     "StageRun", "TrackingError", "TrackingWarning", "check_store", "find_pipeline_runs",
     "flatten_params", "get_or_create_experiment", "image_grid", "lineage_tags", "repo_root",
     "resolve_tracking_uri", "stage_run",
-    "RegisteredVersion", "load_registered_generator", "register_generator",
 ]
-
-_REGISTRY = ("RegisteredVersion", "load_registered_generator", "register_generator")
-
-
-def __getattr__(name: str) -> object:
-    """Registry names load on first use: stages that only log runs never import the registry module."""
-    if name in _REGISTRY:
-        from ganops.tracking import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'ganops.tracking' has no attribute {name!r}")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ganops.lineage import repo_root
+from ganops.provenance import repo_root
+from ganops.tracking.model_registry import _MODEL_URI, load_registered_generator
 from ganops.tracking.promotion import get_version
-from ganops.tracking.registry import _MODEL_URI, load_registered_generator
 from ganops.tracking.store import TrackingError, _client, resolve_tracking_uri
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganops.tracking.registry import METRIC_TAG_PREFIX, TAG_RUN_ID
+from ganops.tracking.model_registry import METRIC_TAG_PREFIX, TAG_RUN_ID
 from ganops.tracking.store import TrackingError, TrackingWarning, _client, _reason
 
 CHAMPION, PREVIOUS = "champion", "previous"

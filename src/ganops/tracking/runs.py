@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ganops.lineage import git_commit, git_dirty, params_hash, pipeline_key, repo_root, to_jsonable
+from ganops.provenance import git_commit, git_dirty, params_hash, pipeline_key, repo_root, to_jsonable
 from ganops.tracking.store import (
     TrackingError,
     TrackingWarning,
@@ -65,7 +65,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def lineage_tags(stage: str, params: Mapping[str, Any], repo_root: Path,
                  data_meta: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The ganops.* tags every stage run carries (see module `ganops.lineage`)."""
+    """The ganops.* tags every stage run carries (see module `ganops.provenance`)."""
     tags = {
         TAG_STAGE: stage,
         TAG_COMMIT: git_commit(repo_root),

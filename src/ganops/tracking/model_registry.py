@@ -26,7 +26,7 @@ import yaml
 
 import ganops
 from ganops.errors import GanopsError
-from ganops.lineage import repo_root
+from ganops.provenance import repo_root
 from ganops.tracking.runs import StageRun
 from ganops.tracking.store import TrackingError, _client, _mlflow, _reason, resolve_tracking_uri
 
