@@ -102,7 +102,7 @@ def main(
         logged = {"evaluate": dataclasses.asdict(cfg), "generators": [str(p) for p in generator],
                   "model_name": promote.model_name, **made_by}
         with tracking.stage_run("evaluate", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+                                system_metrics=track.system_metrics, params_file=params) as mlrun:
             rows, results = [], []
             for path, G, gcfg in gens:
                 res, seconds = _evaluate_one(cfg, path, G.to(device), gcfg, ref, names, floor_data, judge_net,

@@ -50,7 +50,7 @@ def main(
         names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
         logged = {"evaluate": dataclasses.asdict(cfg)}  # the section it reads, prefixed like every stage's
         with tracking.stage_run("floor", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+                                system_metrics=track.system_metrics, params_file=params) as mlrun:
             t0 = time.perf_counter()
             key = floor_key(meta["content_hash"], cfg.num_samples, cfg.seed, floor_protocols(names, ref, cfg.seed))
             hit = find_floor(shipped, key)

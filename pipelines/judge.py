@@ -42,7 +42,7 @@ def main(
         test_x, test_y = load_split(data, "test")
         logged = {"judge": dataclasses.asdict(cfg)}
         with tracking.stage_run("judge", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+                                system_metrics=track.system_metrics, params_file=params) as mlrun:
             model, m = train_judge(train_x, train_y, test_x, test_y, meta["num_classes"], epochs=cfg.epochs,
                                    batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, width=cfg.width,
                                    runtime=cfg, log=typer.echo)

@@ -41,7 +41,8 @@ def main(
 
         report = validation / REPORT_NAME
         with tracking.stage_run("prepare", track.experiment, {"data": dataclasses.asdict(cfg)},
-                                tracking.repo_root(), system_metrics=track.system_metrics) as mlrun:
+                                tracking.repo_root(), system_metrics=track.system_metrics,
+                                params_file=params) as mlrun:
             t0 = time.perf_counter()
             try:
                 res = prepare_dataset(cfg, raw, out, validation)

@@ -47,7 +47,7 @@ def main(
 
         logged = {"pretrain": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
         with tracking.stage_run("pretrain", track.experiment, logged, tracking.repo_root(), data_meta=meta,
-                                system_metrics=track.system_metrics) as mlrun:
+                                system_metrics=track.system_metrics, params_file=params) as mlrun:
             res = pretrain_autoencoder(cfg, model_cfg, train_x, test_x, sink=mlrun)
             config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                       "variational": cfg.variational, "data_hash": meta["content_hash"],

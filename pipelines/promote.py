@@ -96,7 +96,7 @@ def main(
             return refused_code if status == "refused" else 0
         logged = {"promote": dataclasses.asdict(cfg), "candidate_version": ver}
         with tracking.stage_run("promote", track.experiment, logged, tracking.repo_root(),
-                                system_metrics=False) as mlrun:
+                                system_metrics=False, params_file=params) as mlrun:
             from ganops.tracking.promotion import registry_lock
 
             with registry_lock(uri, cfg.model_name, notify=lambda line: typer.echo(f"promote: {line}", err=True)):

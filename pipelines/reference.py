@@ -44,7 +44,8 @@ def main(
         test_x, _ = load_split(data, SPLIT)
         device = resolve_device(cfg.device)
         with tracking.stage_run("reference", track.experiment, {"split": SPLIT, "batch_size": cfg.batch_size},
-                                tracking.repo_root(), data_meta=meta, system_metrics=track.system_metrics) as mlrun:
+                                tracking.repo_root(), data_meta=meta, system_metrics=track.system_metrics,
+                                params_file=params) as mlrun:
             t0 = time.perf_counter()
             hit = find_reference(shipped, reference_meta(SPLIT, meta["content_hash"]), len(test_x))
             if hit is not None:

@@ -97,7 +97,7 @@ def main(
             from ganops import tracking
 
             ctx: Any = tracking.stage_run("train", track.experiment, logged, tracking.repo_root(),
-                                          data_meta=meta, system_metrics=track.system_metrics)
+                                          data_meta=meta, system_metrics=track.system_metrics, params_file=params)
         else:
             ctx = contextlib.nullcontext(None)
         with ctx as mlrun:
