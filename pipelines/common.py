@@ -99,7 +99,7 @@ def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[
 
     track = load_section(params, "tracking", TrackingConfig)
     with tracking.stage_run(stage, track.experiment, logged, tracking.repo_root(), data_meta=data_meta,
-                            system_metrics=system_metrics and track.system_metrics) as mlrun:
+                            system_metrics=system_metrics and track.system_metrics, params_file=params) as mlrun:
         yield mlrun
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from ganops.lineage import pipeline_key
 from mlflow.tracking import MlflowClient
 
 from ganops.config import PromoteConfig
@@ -189,6 +190,29 @@ def test_errors_exit_2_with_one_line(repo: Path, tmp_path: Path, args: tuple[str
     add_version(uri, 30.0)
     res = promote(repo, uri, *args)
     assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_runs_pipeline_key_hashes_the_params_file_named_by_params(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key of `ganops promote --params other.yaml`'s run is other.yaml's (untracked, so only hashing
+    the file itself tells the two apart), as the stage hands its --params to the run."""
+    monkeypatch.delenv("GANOPS_PIPELINE_ID", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    v1 = add_version(uri, 30.0)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "other.yaml").write_text(yaml.safe_dump({**params, "promote": {**params["promote"], "max_fid": 50.0}}))
+    assert promote(repo, uri, "--version", v1).returncode == 0
+    other = subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "--params", "other.yaml",
+                            "--version", v1, "--out", "promote.json"], cwd=repo, capture_output=True, text=True,
+                           env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300)
+    assert other.returncode == 0, other.stderr
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`ganops.stage` = 'promote'",
+                              order_by=["attributes.start_time ASC"])
+    keys = [r.data.tags["ganops.pipeline"] for r in runs]
+    assert keys == [pipeline_key(repo.resolve(), repo / name) for name in ("params.yaml", "other.yaml")]
+    assert keys[0] != keys[1]
 
 
 def test_unreachable_store_and_missing_metric_exit_2(repo: Path, tmp_path: Path) -> None:

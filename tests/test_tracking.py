@@ -187,6 +187,31 @@ def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_a
     assert exp_parent.data.tags["ganops.dvc_exp"] == tags["ganops.dvc_exp"] == "wider-d"
 
 
+def test_the_pipeline_key_hashes_the_params_file_the_stage_read(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--params other.yaml`: the key follows other.yaml, not params.yaml. Both files here are untracked
+    (one beside params.yaml, named relative to the working directory as the CLI passes it, one outside the
+    repo), so the git diff, also in the key, cannot see them: only hashing the file itself does."""
+    near, far = Path("near.yaml"), tmp_path / "far.yaml"
+    near.write_text("seed: 1\n")
+    far.write_text("seed: 2\n")
+
+    def key(params_file: Path | None) -> str:
+        return client().get_run(run_stage(repo, params_file=params_file)).data.tags["ganops.pipeline"]
+
+    k_near, k_far, k_default = key(near), key(far), key(None)
+    assert key(near) == k_near and key(far) == k_far  # one file, one key (a repro's stages agree)
+    assert len({k_near, k_far, k_default}) == 3
+    assert key(repo / "params.yaml") == k_default  # no params_file: params.yaml, as before
+
+    near.write_text("seed: 3\n")  # editing the named file, params.yaml untouched, starts a new pipeline
+    assert key(near) not in (k_near, k_far, k_default)
+    assert key(far) == k_far
+
+    monkeypatch.setenv("GANOPS_PIPELINE_ID", "ci-build-18")  # the env var still wins
+    assert key(near) == key(far) == "ci-build-18"
+
+
 def test_pipeline_id_env_var_overrides_the_derived_key(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANOPS_PIPELINE_ID", "ci-build-17")
     run_id = run_stage(repo)

@@ -125,16 +125,18 @@ def code_diff_hash(root: Path) -> str:
     return UNKNOWN if out is None else sha256_hex(out.encode())
 
 
-def pipeline_key(root: Path) -> str:
+def pipeline_key(root: Path, params_file: Path) -> str:
     """A key shared by every stage run of one `dvc repro` (16 hex chars unless set by env).
 
     `GANOPS_PIPELINE_ID` wins if set. Otherwise hash(commit, hash of the working-tree
-    diff, sha256 of params.yaml): stages of one repro on the same code and params agree,
-    and any edit to code or params starts a new key.
+    diff, sha256 of `params_file`): stages of one repro on the same code and params agree,
+    and any edit to code or params starts a new key. `params_file` is the file the stage read
+    (its --params, relative to the working directory as the stage opened it), not
+    <root>/params.yaml: a run with `--params other.yaml` is keyed by other.yaml, which the
+    git diff does not see when it is untracked or outside the repo.
     """
     if env := os.environ.get(PIPELINE_ENV):
         return env
-    params_file = root / "params.yaml"
     params_sha = sha256_hex(params_file.read_bytes()) if params_file.is_file() else "none"
     parts = [git_commit(root), code_diff_hash(root), params_sha]
     return sha256_hex("\n".join(parts).encode())[:16]

@@ -64,14 +64,15 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def lineage_tags(stage: str, params: Mapping[str, Any], repo_root: Path,
-                 data_meta: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The ganops.* tags every stage run carries (see module `ganops.provenance`)."""
+                 data_meta: Mapping[str, Any] | None = None, params_file: Path | None = None) -> dict[str, str]:
+    """The ganops.* tags every stage run carries (see module `ganops.provenance`); the pipeline key hashes
+    `params_file`, the params file the stage read (default <repo_root>/params.yaml)."""
     tags = {
         TAG_STAGE: stage,
         TAG_COMMIT: git_commit(repo_root),
         TAG_DIRTY: git_dirty(repo_root),
         TAG_PARAMS: params_hash(params),
-        TAG_PIPELINE: pipeline_key(repo_root),
+        TAG_PIPELINE: pipeline_key(repo_root, repo_root / "params.yaml" if params_file is None else params_file),
     }
     if data_meta and data_meta.get("content_hash"):
         tags[TAG_DATA] = str(data_meta["content_hash"])
@@ -234,19 +235,20 @@ class StageRun:
 @contextlib.contextmanager
 def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root: Path,
               data_meta: Mapping[str, Any] | None = None, system_metrics: bool = True,
-              run_name: str | None = None) -> Iterator[StageRun]:
+              run_name: str | None = None, params_file: Path | None = None) -> Iterator[StageRun]:
     """One MLflow run for one stage; FAILED if the block raises, KILLED on KeyboardInterrupt (Ctrl-C, and
     SIGTERM as pipelines.common.run turns it into one); the error propagates.
 
     Checks the store first and raises `TrackingError` before any work if it is
     unusable. Tags the run with `lineage_tags`, logs `params` flattened (and in
-    full as params.json) and `data_meta` as data_meta.json.
+    full as params.json) and `data_meta` as data_meta.json. A stage passes the --params
+    file it read as `params_file`, so the pipeline key follows that file.
     """
     root = Path(repo_root).resolve()
     uri = resolve_tracking_uri(root)
     check_store(uri)
     mlflow = _mlflow()
-    tags = lineage_tags(stage, params, root, data_meta)
+    tags = lineage_tags(stage, params, root, data_meta, params_file)
     try:
         with _signals_deferred():
             experiment_id = get_or_create_experiment(experiment, root, tracking_uri=uri)
@@ -290,7 +292,7 @@ def _nest_under_pipeline(client: Any, experiment_id: str, tags: Mapping[str, str
     """
     key = tags[TAG_PIPELINE]
     exp_name = os.environ.get("DVC_EXP_NAME", "").strip()
-    # the pipeline key (code + params.yaml) and the experiment's name: two experiments with equal params
+    # the pipeline key (code + the params file) and the experiment's name: two experiments with equal params
     # are still two parents
     parent_of = f"{key}/{re.sub(r'[^A-Za-z0-9._-]', '_', exp_name)}" if exp_name else key
     found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT_OF}` = '{parent_of}'",
