@@ -27,14 +27,8 @@ from ganops.checkpoint import save_checkpoint
 from ganops.config import ModelConfig
 from ganops.models import build_generator
 from ganops.models.shipped import load_generator, sample_images
-from ganops.tracking import (
-    RegisteredVersion,
-    TrackingError,
-    load_registered_generator,
-    register_generator,
-    resolve_tracking_uri,
-    stage_run,
-)
+from ganops.tracking import TrackingError, resolve_tracking_uri, stage_run
+from ganops.tracking.model_registry import RegisteredVersion, load_registered_generator, register_generator
 from tests.conftest import git
 
 LINEAGE = ("ganops.stage", "ganops.git_commit", "ganops.git_dirty", "ganops.params_hash", "ganops.pipeline",
