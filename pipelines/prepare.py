@@ -32,7 +32,9 @@ def main(
     """Read, validate (Great Expectations) and write the dataset."""
 
     def go() -> None:
-        cfg = load_section(params, "data", DataConfig)
+        from ganops.data.sources import SOURCES
+
+        cfg = load_section(params, "data", DataConfig, choices={"source": SOURCES})
         check_writable(dirs=[out, validation, raw if cfg.download else None])
         from ganops import tracking
         from ganops.data.prepare import prepare_dataset

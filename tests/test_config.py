@@ -182,3 +182,65 @@ def test_profile_with_nothing_to_change_keeps_params_byte_identical_with_its_com
         res = runner.invoke(app, ["profile", "--params", str(params), *args])
         assert res.exit_code == 0, res.output
         assert params.read_bytes() == before
+
+
+# ---- vocabularies that live with their implementation (losses, metric kinds, data sources) -------------
+
+def test_a_vocabulary_passed_as_choices_is_checked_on_load(tmp_path: Path) -> None:
+    from ganops.data.sources import SOURCES
+    from ganops.losses import GAN_LOSSES
+    from ganops.metrics.registry import metric_kinds
+
+    p = tmp_path / "params.yaml"
+    p.write_text("data:\n  source: imagenet\ntrain:\n  loss: wasserstein\nevaluate:\n  metrics: [fid, fad]\n")
+    cases = [("data", C.DataConfig, {"source": SOURCES}, f"data.source: must be one of {', '.join(SOURCES)}, "
+              "got 'imagenet'"),
+             ("train", C.TrainConfig, {"loss": GAN_LOSSES}, f"train.loss: must be one of {', '.join(GAN_LOSSES)}, "
+              "got 'wasserstein'"),
+             ("evaluate", C.EvaluateConfig, {"metrics": metric_kinds()},
+              f"evaluate.metrics: must be a list of {', '.join(metric_kinds())}, got 'fad'")]
+    for section, cls, choices, message in cases:
+        with pytest.raises(ConfigError) as e:
+            load_section(p, section, cls, choices=choices)
+        assert str(e.value) == f"{p}: {message}"
+        # a stage that does not use the vocabulary loads the section without importing its implementation
+        assert load_section(p, section, cls) is not None
+
+
+def test_a_newly_registered_metric_kind_is_accepted_by_the_stages_that_compute_metrics(tmp_path: Path) -> None:
+    """The registry is the one list: registering a kind is all `evaluate.metrics` needs to accept it."""
+    from ganops.metrics import registry
+
+    p = tmp_path / "params.yaml"
+    p.write_text("evaluate:\n  metrics: [fid, meannorm]\n")
+    with pytest.raises(ConfigError, match="got 'meannorm'"):
+        load_section(p, "evaluate", C.EvaluateConfig, choices={"metrics": registry.metric_kinds()})
+
+    @registry.register_metric()
+    def meannorm(opts: registry.MetricOpts) -> dict[str, float]:
+        return {opts.name: float(abs(opts.gen_feats).mean())}
+
+    try:
+        cfg = load_section(p, "evaluate", C.EvaluateConfig, choices={"metrics": registry.metric_kinds()})
+        assert cfg.metrics == ("fid", "meannorm") and registry.parse_metric_name("meannorm2k") == ("meannorm", 2000)
+    finally:
+        registry._metrics.pop("meannorm")
+    assert "meannorm" not in registry.metric_kinds()
+
+
+@pytest.mark.parametrize("stage, section, bad, needle", [
+    ("prepare", "data", {"source": "imagenet"}, "data.source: must be one of fashion-mnist"),
+    ("train", "train", {"loss": "wasserstein"}, "train.loss: must be one of bce"),
+    ("reference", "evaluate", {"metrics": ["fid", "fad"]}, "evaluate.metrics: must be a list of fid"),
+    ("floor", "evaluate", {"metrics": ["fid", "fad"]}, "evaluate.metrics: must be a list of fid"),
+    ("evaluate", "evaluate", {"metrics": ["fid", "fad"]}, "evaluate.metrics: must be a list of fid"),
+])
+def test_each_stage_refuses_a_name_its_vocabulary_lacks_before_any_work(tmp_path: Path, monkeypatch, stage: str,
+                                                                        section: str, bad: dict, needle: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw[section] = {**(raw.get(section) or {}), **bad}
+    Path("params.yaml").write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(app, [stage, "--params", "params.yaml"])
+    assert res.exit_code == 2 and needle in res.output and "params.yaml" in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written, no store created

@@ -75,7 +75,8 @@ def apply_profile(params: str | Path, profile: str | Path | None = None, sets: l
 def _choices() -> dict[str, dict[str, tuple[str, ...]]]:
     """The vocabularies that live with their implementation, by section: what `ganops train` and the metric
     stages check on load, checked here too so a profile with a typo fails when applied, not mid-pipeline."""
+    from ganops.data.sources import SOURCES
     from ganops.losses import GAN_LOSSES
     from ganops.metrics.registry import metric_kinds
 
-    return {"train": {"loss": GAN_LOSSES}, "evaluate": {"metrics": metric_kinds()}}
+    return {"data": {"source": SOURCES}, "train": {"loss": GAN_LOSSES}, "evaluate": {"metrics": metric_kinds()}}

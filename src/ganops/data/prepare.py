@@ -11,7 +11,7 @@ import numpy as np
 
 from ganops.config import DataConfig
 from ganops.data.prepared import build_manifest, write_prepared
-from ganops.data.sources import RawDataset, download_torchvision, load_folder, load_idx_dir
+from ganops.data.sources import READERS, TORCHVISION, RawDataset, download_torchvision
 from ganops.data.validation import ValidationReport, ValidationSpec, validate
 from ganops.errors import ValidationFailed
 
@@ -26,25 +26,11 @@ class PrepareResult:
 
 
 def read_source(cfg: DataConfig, raw_dir: Path) -> RawDataset:
-    if cfg.source == "folder":
-        return load_folder(Path(cfg.path), cfg.image_size, cfg.channels, cfg.resize,
-                           cfg.test_fraction, cfg.seed)
-    if cfg.download:
+    """The raw dataset `cfg` names: downloaded by torchvision into `raw_dir` when `data.download` is on and
+    torchvision has the source, else read from `data.path` by the source's reader (ganops.data.sources)."""
+    if cfg.download and cfg.source in TORCHVISION:
         return download_torchvision(cfg.source, raw_dir)
-    if cfg.source == "cifar10":
-        # torchvision reads an existing cifar-10-batches-py under data.path without a network
-        return read_cifar_folder(Path(cfg.path))
-    return load_idx_dir(Path(cfg.path), cfg.source)
-
-
-def read_cifar_folder(root: Path) -> RawDataset:
-    """CIFAR-10 from an extracted `cifar-10-batches-py` under `root`, read by torchvision; never downloads."""
-    from ganops.errors import DataError
-
-    if not (root / "cifar-10-batches-py").is_dir():
-        raise DataError(f"{root / 'cifar-10-batches-py'}: not found (set data.download: true on a "
-                        "machine with a network, or point data.path at the extracted CIFAR-10 folder)")
-    return download_torchvision("cifar10", root, download=False)
+    return READERS[cfg.source](cfg)
 
 
 def select_train(ds: RawDataset, cfg: DataConfig) -> tuple[np.ndarray, int]:

@@ -10,6 +10,7 @@ import gzip
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -20,6 +21,8 @@ from ganops.errors import DataError
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from ganops.config import DataConfig
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -145,13 +148,15 @@ def load_idx_dir(root: Path, source: str) -> RawDataset:
 
 # ---------------------------------------------------------------- torchvision download
 
+TORCHVISION = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}  # source -> dataset class
+
+
 def download_torchvision(source: str, raw_dir: Path, download: bool = True) -> RawDataset:
     """Fetch `source` with torchvision into `raw_dir` (needs a network); with download=False, read the files
     torchvision finds there (checksummed) and never touch the network."""
     from torchvision import datasets
 
-    cls = {"fashion-mnist": datasets.FashionMNIST, "mnist": datasets.MNIST,
-           "cifar10": datasets.CIFAR10}[source]
+    cls = getattr(datasets, TORCHVISION[source])
     raw_dir.mkdir(parents=True, exist_ok=True)
     try:
         train = cls(str(raw_dir), train=True, download=download)
@@ -209,6 +214,7 @@ def _to_8bit(im: Image.Image, f: Path) -> Image.Image:
     is scaled, value >> 8, as PIL itself does for 16-bit RGB: its convert("L") would clip it at 255."""
     from PIL import Image
 
+
     if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
         a = np.asarray(im).astype(np.int64)  # (H, W); I;16B is big-endian, astype gives native order
         if a.size and (a.min() < 0 or a.max() > 0xFFFF):
@@ -250,6 +256,7 @@ def load_folder(root: Path, image_size: int, channels: int, resize: bool,
     """Images in `root` (or `root/<class>/`), split per class into train/test by `seed`."""
     from PIL import Image
 
+
     files, classes = _list_folder(root)
     mode = "L" if channels == 1 else "RGB"
     images: list[np.ndarray] = []
@@ -279,3 +286,23 @@ def load_folder(root: Path, image_size: int, channels: int, resize: bool,
     if not test_mask.any():
         raise DataError(f"{root}: too few images to hold out a test split ({len(y)})")
     return RawDataset(x[~test_mask], y[~test_mask], x[test_mask], y[test_mask], classes, "folder")
+
+
+def read_cifar_folder(root: Path) -> RawDataset:
+    """CIFAR-10 from an extracted `cifar-10-batches-py` under `root`, read by torchvision; never downloads."""
+    if not (root / "cifar-10-batches-py").is_dir():
+        raise DataError(f"{root / 'cifar-10-batches-py'}: not found (set data.download: true on a "
+                        "machine with a network, or point data.path at the extracted CIFAR-10 folder)")
+    return download_torchvision("cifar10", root, download=False)
+
+
+# A data source is its reader here: `data.source` may name exactly these (`ganops prepare` checks on load).
+# Each takes the `data:` section and returns the raw train and test splits.
+READERS: dict[str, Callable[[DataConfig], RawDataset]] = {
+    "fashion-mnist": lambda cfg: load_idx_dir(Path(cfg.path), "fashion-mnist"),
+    "mnist": lambda cfg: load_idx_dir(Path(cfg.path), "mnist"),
+    "cifar10": lambda cfg: read_cifar_folder(Path(cfg.path)),
+    "folder": lambda cfg: load_folder(Path(cfg.path), cfg.image_size, cfg.channels, cfg.resize,
+                                      cfg.test_fraction, cfg.seed),
+}
+SOURCES = tuple(READERS)

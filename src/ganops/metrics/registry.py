@@ -76,6 +76,8 @@ def register_metric(protocol: ProtocolFn | None = None) -> Callable[[MetricFn], 
     features (not only their moments); every kind is registered here and nowhere else.
     """
     def deco(fn: MetricFn) -> MetricFn:
+        if not re.fullmatch(r"[a-z]+", fn.__name__):  # a name is kind + N: "fid_x10k" could not be parsed back
+            raise ValueError(f"a metric kind is lowercase letters only, got {fn.__name__!r}")
         _metrics[fn.__name__] = MetricKind(fn, protocol)
         return fn
     return deco
