@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from ganops.lineage import pipeline_key
+from ganops.provenance import pipeline_key
 from mlflow.tracking import MlflowClient
 
 from ganops.config import PromoteConfig

@@ -91,8 +91,6 @@ class JudgeNet(nn.Module):
         return self.head(self.features(x))  # (B, K)
 
 
-# ---- training ------------------------------------------------------------------------------------
-
 # ---- checkpoint ----------------------------------------------------------------------------------
 
 def save_judge(path: str | Path, model: JudgeNet, config: dict[str, Any], key: bytes | None = None) -> Path:
