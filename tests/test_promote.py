@@ -20,12 +20,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from ganops.provenance import pipeline_key
 from mlflow.tracking import MlflowClient
 
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 from ganops.gate import Candidate, decide
+from ganops.provenance import pipeline_key
 from ganops.tracking.promotion import (
     LOCK_TTL_S,
     LOCK_WAIT_S,
