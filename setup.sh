@@ -14,6 +14,8 @@ need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+# the tests start a real `mlflow server` on PostgreSQL in a throwaway cluster (pg_virtualenv)
+if [ "${1:-}" = test ] && ! command -v pg_virtualenv >/dev/null; then need_apt+=(postgresql postgresql-common); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     echo "setup: apt-get install ${need_apt[*]}"
@@ -28,11 +30,13 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "setup: Python >= 3.11 required, found $(python3 --version)" >&2; exit 2; }
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+# the stamp holds pyproject.toml's hash, not its time: a fresh checkout over a cached .venv (CI) installs nothing
 stamp=.venv/.ganops-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[dev]"
-  touch "$stamp"
+  echo "$want" > "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH" GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -63,11 +64,27 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """ganops' own warnings (a tracking store that fell back, failed or was created) as one line each;
+    other libraries' warnings as Python shows them."""
+    from ganops.tracking.store import TrackingWarning
+
+    if issubclass(category, TrackingWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _PY_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_PY_SHOWWARNING = warnings.showwarning
+
+
 def run(fn: Callable[[], T], debug: bool = False) -> T:
     """Call `fn`; a GanopsError becomes its message on stderr and its exit code.
 
     Ctrl-C exits EXIT_SIGINT and SIGTERM EXIT_SIGTERM, both after the cleanup (see Terminated).
     """
+    warnings.showwarning = _show_warning
     try:
         with _sigterm_raises():
             return fn()
@@ -87,7 +104,8 @@ def run(fn: Callable[[], T], debug: bool = False) -> T:
 @contextlib.contextmanager
 def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[str, Any] | None = None,
               system_metrics: bool = True) -> Iterator[Any]:
-    """The stage's MLflow run (ganops.tracking.stage_run), in the experiment params' `tracking:` section names.
+    """The stage's MLflow run (ganops.tracking.stage_run), in the experiment `MLFLOW_EXPERIMENT_NAME` or else
+    params' `tracking:` section names.
 
     `logged`: the params the run records (the stage's sections, as dicts); `data_meta`: the prepared data's
     meta, recorded with the run; system metrics are sampled when `tracking.system_metrics` is on and the
@@ -98,7 +116,7 @@ def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[
     from ganops.params import load_section
 
     track = load_section(params, "tracking", TrackingConfig)
-    with tracking.stage_run(stage, track.experiment, logged, tracking.repo_root(), data_meta=data_meta,
+    with tracking.stage_run(stage, tracking.experiment_name(track.experiment), logged, tracking.repo_root(), data_meta=data_meta,
                             system_metrics=system_metrics and track.system_metrics, params_file=params) as mlrun:
         yield mlrun
 

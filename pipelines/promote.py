@@ -3,7 +3,9 @@
 Exit codes: 0 a decision was made and recorded (promoted, refused or unchanged; with --strict a refusal
 exits 1, the code CI's gate needs), 2 error (no candidate or a malformed candidate file, a missing,
 unreadable or out-of-range metric of the candidate or the champion, an unreachable store, the promotion
-lock still held after LOCK_WAIT_S), 130 interrupted (Ctrl-C). A refusal exits 0 by default so that a
+lock still held after LOCK_WAIT_S; under CI=true, --strict against a local store without
+--allow-local-store: a gate that judges a store the job just created would pass on nothing), 130
+interrupted (Ctrl-C). A refusal exits 0 by default so that a
 `dvc exp run` of a worse variant still completes and is saved as an experiment. See `ganops.gate` for the
 rule and `ganops.tracking.promotion` for how concurrent promotes are serialised.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,6 +60,11 @@ def _candidate_version(path: Path, version: str | None, model_name: str) -> str:
     return str(ver)
 
 
+def _under_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab and most runners set it; so does the CI of this repo)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 def decide(cfg: PromoteConfig, uri: str, cand: Any, champ: Any,
            write: bool) -> tuple[str, str, dict[str, Any], Any]:
     """(promoted | refused | unchanged, the reason, the gate's figures, the champion after); `write` applies it."""
@@ -85,6 +93,9 @@ def main(
                                           "<name>_detail.json")] = Path("metrics/promote.json"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the decision, change nothing")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the candidate is refused (CI's gate)")] = False,
+    allow_local_store: Annotated[bool, typer.Option(
+        "--allow-local-store", help="with CI=true and --strict: judge against a local (sqlite/file) store anyway; "
+                                    "without it that is refused (exit 2), as the team's registry is not there")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Promote the candidate to `champion` if it passes the FID gate; record the decision (promoted,
@@ -105,6 +116,11 @@ def main(
         from ganops.tracking.promotion import current_champion, get_version
 
         uri = tracking.resolve_tracking_uri(tracking.repo_root())
+        if strict and _under_ci() and tracking.is_local_store(uri) and not allow_local_store:
+            blank = " (MLFLOW_TRACKING_URI is set but empty: treated as unset)" \
+                if os.environ.get("MLFLOW_TRACKING_URI", "x").strip() == "" else ""
+            raise GanopsError(f"CI=true: the gate would judge the local store {uri}{blank}, not the team's registry "
+                              "(set MLFLOW_TRACKING_URI to the team's server, or pass --allow-local-store)")
         tracking.check_store(uri)
         cand = get_version(uri, cfg.model_name, ver)
         if cand is None:

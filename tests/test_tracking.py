@@ -93,7 +93,8 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(repo: Path) -> None:
 
     files = {a.path for a in client().list_artifacts(run.run_id)}
     assert {"params.json", "data_meta.json", "summary.json", "history.csv"} <= files
-    assert got.info.artifact_uri.startswith((repo / "mlartifacts" / "test").as_uri())
+    # artifacts beside the sqlite store (here the repo's parent), so a store on a volume keeps them
+    assert got.info.artifact_uri.startswith((repo.parent / "mlartifacts" / "test").as_uri())
     table = Path(client().download_artifacts(run.run_id, "history.csv", str(repo / "dl")))
     assert table.read_text().splitlines() == ["epoch,loss", "0,1.5", "1,0.75"]
 
@@ -158,6 +159,7 @@ def test_stages_of_one_repro_share_a_pipeline_key_and_are_found_together(repo: P
 
 def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_an_input(
         repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANOPS_USER", "alice")
     meta = {"content_hash": "abc123", "source": "fashion-mnist", "path": str(repo), "counts": {"train": 10}}
     with stage_run("prepare", "test", PARAMS, repo, data_meta=meta, system_metrics=False) as first:
         pass
@@ -168,8 +170,10 @@ def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_a
     assert runs[1].data.tags["mlflow.parentRunId"] == parent_id
     parent = client().get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.info.end_time >= runs[1].info.end_time
-    assert parent.data.tags["ganops.pipeline_parent"] == first.pipeline_key
+    assert parent.data.tags["ganops.pipeline_parent"] == f"{first.pipeline_key}/alice"
     assert parent.info.run_name == f"pipeline {first.pipeline_key[:8]}"
+    # who ran it: the UI's User column, on the parent and its stages
+    assert parent.data.tags["mlflow.user"] == "alice" and {r.data.tags["mlflow.user"] for r in runs} == {"alice"}
     assert [r["run_id"] for r in find_pipeline_runs(first.pipeline_key, "test")] == [first.run_id, second.run_id]
     # the prepared data is a dataset input: same content hash, same digest
     for r in runs:
@@ -185,6 +189,17 @@ def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_a
     exp_parent = client().get_run(tags["mlflow.parentRunId"])
     assert exp_parent.info.run_id != parent_id and exp_parent.info.run_name == "wider-d"
     assert exp_parent.data.tags["ganops.dvc_exp"] == tags["ganops.dvc_exp"] == "wider-d"
+
+    # another person's run of the same commit and params is another parent, under their name
+    monkeypatch.delenv("DVC_EXP_NAME")
+    monkeypatch.setenv("GANOPS_USER", "bob")
+    with stage_run("prepare", "test", PARAMS, repo, data_meta=meta, system_metrics=False) as bobs:
+        pass
+    assert bobs.pipeline_key == first.pipeline_key
+    bob_parent = client().get_run(client().get_run(bobs.run_id).data.tags["mlflow.parentRunId"])
+    assert bob_parent.info.run_id not in (parent_id, exp_parent.info.run_id)
+    assert bob_parent.data.tags["mlflow.user"] == "bob"
+    assert bob_parent.data.tags["ganops.pipeline_parent"] == f"{first.pipeline_key}/bob"
 
 
 def test_the_pipeline_key_hashes_the_params_file_the_stage_read(

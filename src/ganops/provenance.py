@@ -53,11 +53,15 @@ def git_dirty(root: Path) -> str:
 
     Untracked files and what a running `dvc repro` writes itself (dvc.lock, .gitignore, stage outs,
     metrics and plots) do not count: otherwise every stage after the first would call its own
-    commit dirty.
+    commit dirty. In a DVC experiment (`dvc exp run`, which sets DVC_EXP_NAME) the params files do not
+    count either: DVC commits them into the experiment, which the run is tagged with, so the run can
+    still be recovered exactly (a CI profile applied as an experiment is not "dirty").
     """
     if git_commit(root) == UNKNOWN:
         return UNKNOWN
     excludes = [*_REPRO_WRITTEN, *(f":(exclude,literal){p}" for p in _dvc_outputs(root))]
+    if os.environ.get("DVC_EXP_NAME", "").strip():
+        excludes.append(":(exclude,glob)**/params.yaml")
     out = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes)
     return UNKNOWN if out is None else str(bool(out.strip())).lower()
 

@@ -38,13 +38,15 @@ from ganops.tracking.store import (
     TrackingError,
     TrackingWarning,
     check_store,
+    experiment_name,
     get_or_create_experiment,
+    is_local_store,
     resolve_tracking_uri,
 )
 
 __all__ = [
     "TAG_COMMIT", "TAG_DATA", "TAG_DIRTY", "TAG_PARAMS", "TAG_PIPELINE", "TAG_STAGE",
-    "StageRun", "TrackingError", "TrackingWarning", "check_store", "find_pipeline_runs",
-    "flatten_params", "get_or_create_experiment", "image_grid", "lineage_tags", "repo_root",
+    "StageRun", "TrackingError", "TrackingWarning", "check_store", "experiment_name", "find_pipeline_runs",
+    "flatten_params", "get_or_create_experiment", "is_local_store", "image_grid", "lineage_tags", "repo_root",
     "resolve_tracking_uri", "stage_run",
 ]

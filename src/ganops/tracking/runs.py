@@ -7,6 +7,7 @@ After the start, logging never crashes training: a failed call warns once and th
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -43,6 +44,19 @@ TAG_DATA, TAG_PARAMS, TAG_PIPELINE = "ganops.data_hash", "ganops.params_hash", "
 # "/<experiment>" in a DVC experiment), and is named after the DVC experiment (DVC_EXP_NAME, which
 # `dvc exp run` sets) when there is one.
 TAG_PARENT_OF, TAG_DVC_EXP, TAG_MLFLOW_PARENT = "ganops.pipeline_parent", "ganops.dvc_exp", "mlflow.parentRunId"
+# Who ran it: MLflow's own tag (the UI's "User" column). GANOPS_USER names a CI job or a shared account
+# (gpu.yml sets ci:<actor>); otherwise the login name, as MLflow would take it.
+TAG_USER, USER_ENV = "mlflow.user", "GANOPS_USER"
+
+
+def run_user() -> str:
+    """GANOPS_USER if set, else the login name (getpass), else "unknown"."""
+    if user := os.environ.get(USER_ENV, "").strip():
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container uid with no passwd entry and no LOGNAME/USER
+        return "unknown"
 
 SLOW_FAILURE_S = 2.0  # a logging call that failed after this long pauses tracking...
 PAUSE_S = 60.0  # ...for this long, so a dead server costs one stall, not one per step
@@ -73,6 +87,7 @@ def lineage_tags(stage: str, params: Mapping[str, Any], repo_root: Path,
         TAG_DIRTY: git_dirty(repo_root),
         TAG_PARAMS: params_hash(params),
         TAG_PIPELINE: pipeline_key(repo_root, repo_root / "params.yaml" if params_file is None else params_file),
+        TAG_USER: run_user(),
     }
     if data_meta and data_meta.get("content_hash"):
         tags[TAG_DATA] = str(data_meta["content_hash"])
@@ -292,15 +307,16 @@ def _nest_under_pipeline(client: Any, experiment_id: str, tags: Mapping[str, str
     """
     key = tags[TAG_PIPELINE]
     exp_name = os.environ.get("DVC_EXP_NAME", "").strip()
-    # the pipeline key (code + the params file) and the experiment's name: two experiments with equal params
-    # are still two parents
-    parent_of = f"{key}/{re.sub(r'[^A-Za-z0-9._-]', '_', exp_name)}" if exp_name else key
+    # the pipeline key (code + the params file), the user and the experiment's name: two people's `dvc repro`
+    # of one commit are two parents, and so are two experiments with equal params
+    parent_of = "/".join(re.sub(r"[^A-Za-z0-9._@:-]", "_", part) for part in (key, tags[TAG_USER], exp_name) if part)
     found = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT_OF}` = '{parent_of}'",
                                order_by=["attributes.start_time ASC"], max_results=1)
     if found:
         parent_id = found[0].info.run_id
     else:
         parent_tags = {TAG_PARENT_OF: parent_of, TAG_COMMIT: tags[TAG_COMMIT], TAG_DIRTY: tags[TAG_DIRTY],
+                       TAG_USER: tags[TAG_USER],
                        **({TAG_DVC_EXP: exp_name} if exp_name else {})}
         parent = client.create_run(experiment_id, run_name=exp_name or f"pipeline {key[:8]}", tags=parent_tags)
         parent_id = parent.info.run_id

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,10 +84,55 @@ def _reason(exc: BaseException) -> str:
 
 
 def resolve_tracking_uri(repo_root: Path) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<abs repo_root>/mlflow.db`."""
+    """`MLFLOW_TRACKING_URI` if set and not blank, else `sqlite:///<abs repo_root>/mlflow.db`.
+
+    Blank counts as unset: a CI file writes `MLFLOW_TRACKING_URI: ${{ vars.X }}` and gets "" when X is
+    missing; `store_notices` says so, so the fallback is never silent."""
     if env := os.environ.get("MLFLOW_TRACKING_URI", "").strip():
         return env
     return f"sqlite:///{Path(repo_root).resolve() / 'mlflow.db'}"
+
+
+def experiment_name(configured: str) -> str:
+    """`MLFLOW_EXPERIMENT_NAME` (MLflow's own variable) if set and not blank, else `tracking.experiment`.
+
+    Neither is a DVC dependency of any stage: naming a personal experiment reruns nothing."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or configured
+
+
+def is_local_store(uri: str) -> bool:
+    """A store only this machine sees (sqlite file, file store, plain path): never a team's server."""
+    return _local_path(uri) is not None or _sqlite_file(uri) is not None or uri.startswith("sqlite:")
+
+
+def _local_path(uri: str) -> Path | None:
+    """The directory of a file store (`file:` URI or a plain path; "databricks" is a profile, not a path)."""
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file://").removeprefix("file:"))
+    return Path(uri) if "://" not in uri and ":" not in uri else None
+
+
+def store_notices(uri: str) -> list[str]:
+    """What a user should hear before `uri` is used: a blank MLFLOW_TRACKING_URI that fell back to the local
+    store, and a local store that does not exist yet (the first use creates it, empty: a typo in a path
+    would otherwise start a silent fresh registry with no champion). Call before `check_store`."""
+    notes = []
+    raw = os.environ.get("MLFLOW_TRACKING_URI")
+    if raw is not None and not raw.strip():
+        notes.append(f"MLFLOW_TRACKING_URI is set but empty: treated as unset, using the local store {uri}")
+    # (a store in a missing directory is not created: check_store refuses it)
+    if (db := _sqlite_file(uri)) is not None and not db.exists() and db.parent.is_dir():
+        notes.append(f"no MLflow store at {db}: creating a new, empty one (no runs, no registered models)")
+    elif (path := _local_path(uri)) is not None and not path.exists() and path.parent.is_dir():
+        notes.append(f"no MLflow store at {path}: creating a new, empty one (no runs, no registered models)")
+    return notes
+
+
+def artifact_root(uri: str, repo_root: Path) -> Path:
+    """Where a local store keeps artifacts: `mlartifacts/` beside the sqlite file, so a store on a volume
+    (the Docker image's /mlflow) keeps its artifacts with it; the repo root for other local stores."""
+    db = _sqlite_file(uri)
+    return (db.resolve().parent if db is not None else Path(repo_root).resolve()) / "mlartifacts"
 
 
 def _within(seconds: float, fn: Callable[[], Any]) -> None:
@@ -183,6 +229,8 @@ def check_store(uri: str, budget_s: float = STORE_BUDGET_S) -> None:
     fails saying busy/locked; other errors (missing directory, not writable, not a database) fail at once.
     """
     _mlflow()
+    for note in store_notices(uri):  # before the first use creates the store
+        warnings.warn(note, TrackingWarning, stacklevel=2)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
     try:
         if scheme in ("http", "https"):
@@ -200,8 +248,9 @@ def check_store(uri: str, budget_s: float = STORE_BUDGET_S) -> None:
 def get_or_create_experiment(name: str, repo_root: Path, tracking_uri: str | None = None) -> str:
     """Id of experiment `name`, created if missing.
 
-    On a sqlite store its artifacts live in `<repo_root>/mlartifacts/<name>` (gitignored),
-    not in MLflow's cwd-dependent `./mlruns`; on a server, the server decides.
+    On a sqlite store its artifacts live in `mlartifacts/<name>` beside the database file (`artifact_root`;
+    for the default store that is the repo root, gitignored), not in MLflow's cwd-dependent `./mlruns`; on a
+    server, the server decides.
     """
     from mlflow.exceptions import MlflowException
 
@@ -212,7 +261,7 @@ def get_or_create_experiment(name: str, repo_root: Path, tracking_uri: str | Non
         location = None
         if uri.startswith("sqlite:"):
             safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "default"
-            location = (Path(repo_root).resolve() / "mlartifacts" / safe).as_uri()
+            location = (artifact_root(uri, repo_root) / safe).as_uri()
         try:
             return str(client.create_experiment(name, artifact_location=location,
                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
