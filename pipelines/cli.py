@@ -8,6 +8,7 @@ import ganops
 from pipelines import (
     evaluate,
     floor,
+    flush,
     judge,
     lineage,
     prepare,
@@ -42,6 +43,8 @@ app.command("ship-stats", help="Put a run's test reference and floor in stats/sh
     ship.main)
 app.command("profile", help="Merge a params profile (profiles/*.yaml, --set k=v) into params.yaml.")(profile.main)
 app.command("lineage", help="Where a registered generator came from: commit, data, params, metrics.")(lineage.main)
+app.command("flush", help="Send the tracking calls stages kept while the MLflow store did not answer, and end "
+            "their runs. Exit codes: 0 all sent, 2 the store does not answer (they stay kept).")(flush.main)
 
 
 def _print_version(value: bool) -> None:

@@ -116,7 +116,8 @@ def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[
     from ganops.params import load_section
 
     track = load_section(params, "tracking", TrackingConfig)
-    with tracking.stage_run(stage, tracking.experiment_name(track.experiment), logged, tracking.repo_root(), data_meta=data_meta,
+    experiment = tracking.experiment_name(track.experiment)
+    with tracking.stage_run(stage, experiment, logged, tracking.repo_root(), data_meta=data_meta,
                             system_metrics=system_metrics and track.system_metrics, params_file=params) as mlrun:
         yield mlrun
 

@@ -24,6 +24,7 @@ def render(d: dict[str, Any]) -> str:
     kid = kid_key(fid) if fid else None
     lines = [f"{d['name']} v{d['version']}" + (f"  @{' @'.join(d['aliases'])}" if d["aliases"] else "")
              + f"   (store {d['tracking_uri']})"]
+    lines += [f"  warning   {w}" for w in d.get("warnings", [])]  # a run whose record is not whole, first
     if fid:
         q = f"  quality   {fid} {metrics[fid]:.3f}"
         if f"floor/{fid}" in metrics:

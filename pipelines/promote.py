@@ -94,8 +94,9 @@ def main(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the decision, change nothing")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the candidate is refused (CI's gate)")] = False,
     allow_local_store: Annotated[bool, typer.Option(
-        "--allow-local-store", help="with CI=true and --strict: judge against a local (sqlite/file) store anyway; "
-                                    "without it that is refused (exit 2), as the team's registry is not there")] = False,
+        "--allow-local-store", help="with CI=true and --strict: judge against a local (sqlite/file) store "
+                                    "anyway; without it that is refused (exit 2): the team's registry is not "
+                                    "there")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Promote the candidate to `champion` if it passes the FID gate; record the decision (promoted,

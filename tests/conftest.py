@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
+import socket
 import struct
 import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +32,31 @@ def _session_mlflow_store(tmp_path_factory: pytest.TempPathFactory):
     """Every stage command logs to MLflow. A test that does not pick a store (monkeypatch.setenv, or
     env= for a subprocess) logs to one session-wide temp sqlite store, never to the repo's mlflow.db
     or to whatever store the developer's shell points at."""
+    from mlflow.tracking import MlflowClient
+
     old = os.environ.get("MLFLOW_TRACKING_URI")
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    # created now, so no test's output carries the "creating a new, empty one" notice of its first use
+    MlflowClient(uri).search_experiments(max_results=1)
     yield uri
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_outbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tracking calls a test's store did not answer are kept in a session temp dir, never in the developer's
+    outbox (~/.local/state/ganops/outbox), whose runs the next real command would send."""
+    old = os.environ.get("GANOPS_OUTBOX")
+    os.environ["GANOPS_OUTBOX"] = str(path := tmp_path_factory.mktemp("outbox"))
+    yield path
+    if old is None:
+        os.environ.pop("GANOPS_OUTBOX", None)
+    else:
+        os.environ["GANOPS_OUTBOX"] = old
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -109,3 +132,70 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("store") / "mlflow.db"
     MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
     return db
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1: sqlite backend and the artifact proxy in `root`, its log in
+    root/server.log. stop() kills it (the whole process group: uvicorn, its workers and job runner, as a crash
+    would); start() brings it back on the same port, database and artifacts, as the end of an outage."""
+
+    def __init__(self, root: Path, workers: int = 1) -> None:
+        self.root, self.workers, self.proc = root, workers, None
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        bindir = Path(sys.executable).parent
+        cmd = [str(bindir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", str(self.workers), "--backend-store-uri", f"sqlite:///{self.root}/server.db",
+               "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")]
+        with open(self.root / "server.log", "a") as log:  # the child keeps its own descriptor
+            # no job runner: tests run no server jobs, and a killed one leaves its huey directory in /dev/shm
+            env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+                   "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                if self.proc.poll() is not None:
+                    pytest.fail("mlflow server exited:\n" + (self.root / "server.log").read_text()[-3000:])
+                time.sleep(0.3)
+        self.stop()
+        pytest.fail(f"mlflow server did not answer within {timeout:g} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        if self.proc is not None:  # children the killed group left behind would keep the port
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[Callable[..., MlflowServer]]:
+    """`mlflow_server(workers=1)` starts a real `mlflow server` and returns its `MlflowServer`; all are stopped
+    at teardown."""
+    servers: list[MlflowServer] = []
+
+    def start(workers: int = 1) -> MlflowServer:
+        server = MlflowServer(tmp_path / f"mlflow-server-{len(servers)}", workers)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

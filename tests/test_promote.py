@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -229,43 +227,11 @@ def test_unreachable_store_and_missing_metric_exit_2(repo: Path, tmp_path: Path)
     assert champion(uri) is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend."""
-    port = _free_port()
-    mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-                             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                             "--artifacts-destination", str(tmp_path / "server-artifacts")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start within 90 s")
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
 @pytest.mark.parametrize("store", ["sqlite", "server"])
 def test_eight_concurrent_promotes_leave_one_champion_the_best_and_lose_no_version(
         repo: Path, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db" if store == "sqlite" else request.getfixturevalue("mlflow_server")
+    # two workers: concurrent requests reach two server processes, as behind a real deployment
+    uri = f"sqlite:///{tmp_path}/mlflow.db" if store == "sqlite" else request.getfixturevalue("mlflow_server")(2).uri
     fids = [10.0 + 5 * i for i in range(8)]  # spaced well beyond min_improvement and KID noise
     random.Random(0).shuffle(fids)
     versions = {add_version(uri, f, kid=f / 1000, std=0.0005): f for f in fids}

@@ -28,7 +28,7 @@ import ganops
 from ganops.errors import GanopsError
 from ganops.provenance import repo_root
 from ganops.tracking.runs import StageRun
-from ganops.tracking.store import TrackingError, _client, _mlflow, _reason, resolve_tracking_uri
+from ganops.tracking.store import TrackingError, _client, _mlflow, _reason, check_store_exists, resolve_tracking_uri
 
 if TYPE_CHECKING:
     import torch
@@ -192,6 +192,7 @@ def load_registered_generator(model_uri: str, tracking_uri: str | None = None,
         raise TrackingError(f"model URI {model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
     name, ver, alias = m["name"], m["version"], m["alias"]
     uri = tracking_uri or resolve_tracking_uri(repo_root())
+    check_store_exists(uri)
     mlflow = _mlflow()
     from mlflow.exceptions import MlflowException
 

@@ -1,7 +1,8 @@
 """One MLflow run per stage execution: lineage tags, params, metrics, images and artifacts.
 
-After the start, logging never crashes training: a failed call warns once and the stage goes on
-(a slow failure also pauses tracking for a while so a dying server cannot stall every step).
+After the start, logging never crashes training: a failed call warns once and the stage goes on. What the
+store does not take because it does not answer waits in the run's outbox (`ganops.tracking.outbox`) and is
+sent late, at the latest by the next ganops command that reaches the store; only then does the run end.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import getpass
 import json
 import os
 import re
-import signal
-import threading
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ganops.provenance import git_commit, git_dirty, params_hash, pipeline_key, repo_root, to_jsonable
+from ganops.tracking.calls import TAG_INCOMPLETE, _signals_deferred, is_outage, release_fluent_run, send, what
+from ganops.tracking.outbox import Outbox, redact, retry_seconds, send_kept
 from ganops.tracking.store import (
     TrackingError,
     TrackingWarning,
@@ -58,8 +59,7 @@ def run_user() -> str:
     except (KeyError, OSError):  # a container uid with no passwd entry and no LOGNAME/USER
         return "unknown"
 
-SLOW_FAILURE_S = 2.0  # a logging call that failed after this long pauses tracking...
-PAUSE_S = 60.0  # ...for this long, so a dead server costs one stall, not one per step
+PAUSE_S = 60.0  # after the store did not answer, calls go straight to the outbox this long: one stall, not one a step
 PARAM_VALUE_LIMIT = 500  # the historical MLflow limit; full params go to params.json too
 
 
@@ -114,49 +114,23 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndar
     return grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H', W', 3)
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C's (and SIGTERM's, see pipelines.common.run) exception waits until the block ends.
-
-    Raised inside the database driver it leaves a half-closed cursor behind (and sqlalchemy logs a
-    traceback), and the run's end may then fail; a tracking call takes milliseconds. Only signals with
-    a Python handler are deferred (with the default action the kernel ends the process anyway), and
-    only in the main thread, where Python runs handlers. A second signal meanwhile acts at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    deferred = {s: h for s, h in handlers.items() if callable(h)}
-    got: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if got:  # a second signal does not wait (a store that hangs must not trap Ctrl-C)
-            deferred[signum](signum, frame)
-        got.append(signum)
-
-    for s in deferred:
-        signal.signal(s, hold)
-    try:
-        yield
-    finally:
-        for s, h in deferred.items():
-            signal.signal(s, h)
-        if got:
-            deferred[got[0]](got[0], None)  # raises KeyboardInterrupt / Terminated here
-
-
 class StageRun:
-    """The MLflow run of one stage. Logging methods never raise on tracking failures."""
+    """The MLflow run of one stage. Logging methods never raise on tracking failures; a call the store does
+    not answer waits in the run's outbox, in order, and a call it refuses marks the run incomplete."""
 
-    def __init__(self, run_id: str, tracking_uri: str, experiment_id: str, tags: dict[str, str]):
+    def __init__(self, run_id: str, tracking_uri: str, experiment_id: str, tags: dict[str, str],
+                 parent_id: str | None = None):
         self._run_id = run_id
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.tags = tags  # the ganops.* lineage tags
+        self.parent_id = parent_id  # the pipeline's parent run: its status follows this run's end
         self._client = _client(tracking_uri)
-        self._failed = self._skipped = 0
+        self._outbox: Outbox | None = None  # created by the first call the store does not answer
+        self._late = 0  # calls sent from the outbox
+        self._rejected: list[str] = []  # calls dropped (refused, file gone): the run is tagged incomplete
         self._paused_until = 0.0
+        self._warned = False
 
     @property
     def run_id(self) -> str:
@@ -166,85 +140,122 @@ class StageRun:
     def pipeline_key(self) -> str:
         return self.tags[TAG_PIPELINE]
 
-    def _safely(self, what: str, call: Callable[[], Any]) -> bool:
-        """Run one MLflow call; on failure warn (first time only) and carry on."""
-        if time.monotonic() < self._paused_until:
-            self._skipped += 1
-            return False
-        start = time.monotonic()
+    def _log(self, call: str, entry: dict[str, Any]) -> None:
+        """Send one call (an entry, see `ganops.tracking.calls`) now, or keep it in the outbox."""
+        entry["t"] = int(time.time() * 1000)
+        drained = self._drain()  # nothing overtakes what waits
+        if entry["kind"] == "end":  # the calls dropped so far, with any the drain just dropped: tagged with the end
+            entry["rejected"] = list(self._rejected)
+        if not drained:
+            self._keep(call, entry, None)
+            return
         try:
             with _signals_deferred():
-                call()
-            return True
+                send(self._client, self.run_id, entry)
         except Exception as e:
-            self._failed += 1
-            if time.monotonic() - start > SLOW_FAILURE_S:
-                self._paused_until = time.monotonic() + PAUSE_S
-            if self._failed == 1:
-                warnings.warn(f"MLflow {what} failed for run {self.run_id} ({_reason(e)}); "
-                              "the stage continues, later tracking failures are only counted",
-                              TrackingWarning, stacklevel=3)
+            if not is_outage(e):
+                self._drop(call, entry, e)
+                return
+            self._paused_until = time.monotonic() + PAUSE_S
+            self._keep(call, entry, e)
+
+    def _keep(self, call: str, entry: dict[str, Any], error: Exception | None) -> None:
+        try:
+            if self._outbox is None:
+                self._outbox = Outbox.create(self.run_id, self.tracking_uri, self.parent_id)
+            self._outbox.add(entry)
+        except Exception as e:  # its file is gone, the disk is full: this call is lost
+            self._drop(call, entry, e)
+            return
+        if error is not None:
+            self._warn_once(f"MLflow {call} failed for run {self.run_id} ({_reason(error)}); the stage continues, "
+                            f"its tracking calls wait in {self._outbox.path} until the store answers")
+
+    def _drop(self, call: str, entry: dict[str, Any], error: Exception) -> None:
+        self._rejected.append(f"{what(entry)}: {_reason(error)}")
+        self._warn_once(f"MLflow {call} failed for run {self.run_id} ({_reason(error)}); the stage continues, "
+                        "the run will be tagged incomplete")
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"{message}; later tracking failures are only counted", TrackingWarning, stacklevel=5)
+
+    def _drain(self) -> bool:
+        """Send the outbox unless paused; True once it is empty (and removed)."""
+        if self._outbox is None:
+            return True
+        if time.monotonic() < self._paused_until:
             return False
+        res = self._outbox.drain(self._client, self.tracking_uri)
+        self._late += res.sent
+        if not res.done:
+            self._paused_until = time.monotonic() + PAUSE_S
+            return False
+        self._outbox = None
+        self._rejected = res.rejected if res.ended else self._rejected + res.rejected
+        return True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Scalars (floats, ints or 0-d tensors) at `step` (MLflow uses 0 when None)."""
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self._safely("log_metrics", lambda: self._client.log_batch(self.run_id, metrics=batch))
+        self._log("log_metrics", {"kind": "metrics", "metrics": [[k, float(v), now, step or 0]
+                                                                  for k, v in metrics.items()]})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """More params, flattened (`flatten_params`); MLflow refuses a new value for a logged key."""
+        self._log("log_params", {"kind": "params", "params": flatten_params(params)})
 
     def log_image_grid(self, images: torch.Tensor, key: str, step: int | None = None, nrow: int = 8) -> None:
         """A grid of (N, C, H, W) images as an MLflow image under `key` (a PNG per call)."""
-        grid = image_grid(images, nrow=nrow)
-        self._safely("log_image", lambda: self._client.log_image(
-            self.run_id, grid, key=key, step=step, synchronous=True))
+        self._log("log_image", {"kind": "image", "array": image_grid(images, nrow=nrow), "key": key, "step": step})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._safely("log_artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+        """A file or directory; copied into the outbox if the store does not answer (the stage may overwrite it)."""
+        self._log("log_artifact", {"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def log_dict(self, d: Mapping[str, Any], filename: str) -> None:
         """`d` as a JSON (or .yaml) artifact; dataclasses and Paths are converted."""
-        self._safely("log_dict", lambda: self._client.log_dict(self.run_id, to_jsonable(dict(d)), filename))
+        self._log("log_dict", {"kind": "dict", "dict": to_jsonable(dict(d)), "file": filename})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._safely("set_tags", lambda: self._client.log_batch(self.run_id, tags=batch))
+        self._log("set_tags", {"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_table(self, df: pd.DataFrame, filename: str) -> None:
         """A DataFrame as a CSV artifact (no index column)."""
-        text = df.to_csv(index=False)
-        self._safely("log_table", lambda: self._client.log_text(self.run_id, text, filename))
+        self._log("log_table", {"kind": "text", "text": df.to_csv(index=False), "file": filename})
 
     def _end(self, status: str) -> None:
+        """End the run and its parent with `status` at this time: after its kept calls, retried with back-off
+        for retry_seconds(); what the store still does not take waits for the next ganops command."""
         with _signals_deferred():
-            self._end_now(status)
-
-    def _end_now(self, status: str) -> None:
-        mlflow = _mlflow()
-        active = mlflow.active_run()
-
-        def end() -> None:
-            if active is None or active.info.run_id != self.run_id:
-                self._client.set_terminated(self.run_id, status=status)
-                return
-            try:
-                mlflow.end_run(status=status)
-            finally:  # end_run skips stopping the system-metrics thread if the store fails
-                from mlflow.tracking import fluent
-
-                monitors = getattr(fluent, "run_id_to_system_metrics_monitor", {})
-                if (monitor := monitors.pop(self.run_id, None)) is not None:
-                    monitor.finish()
-
+            release_fluent_run(self.run_id)  # locally; the store hears of the end below, after the kept calls
         self._paused_until = 0.0  # always try to close the run
-        self._safely("end_run", end)
-        if self._failed or self._skipped:
-            warnings.warn(f"MLflow run {self.run_id}: {self._failed} tracking call(s) failed and "
-                          f"{self._skipped} were skipped; its record is incomplete", TrackingWarning,
-                          stacklevel=4)
+        end = {"kind": "end", "status": status, "end_time": int(time.time() * 1000), "parent_id": self.parent_id}
+        try:
+            self._log("end_run", end)
+            # Ctrl-C or SIGTERM asked to stop: no waiting for the store then, the outbox keeps what is left
+            deadline, delay = time.monotonic() + (retry_seconds() if status != "KILLED" else 0.0), 1.0
+            while self._outbox is not None and time.monotonic() + delay <= deadline:
+                time.sleep(delay)  # Ctrl-C here stops waiting too
+                delay, self._paused_until = min(2 * delay, 15.0), 0.0
+                self._drain()
+        finally:
+            self._report()
+
+    def _report(self) -> None:
+        if self._outbox is not None:
+            print(f"tracking: the store {redact(self.tracking_uri)} does not answer: run {self.run_id} stays RUNNING "
+                  f"with {self._outbox.pending()} call(s) kept in {self._outbox.path}; the next ganops command "
+                  "that reaches the store sends them (or `ganops flush`)", file=sys.stderr, flush=True)
+            self._outbox.close()  # the next command may send it now
+        elif self._late:
+            print(f"tracking: the store was unreachable for part of the run; {self._late} call(s) sent late to "
+                  f"run {self.run_id}", file=sys.stderr, flush=True)
+        if self._rejected:
+            warnings.warn(f"MLflow run {self.run_id}: {len(self._rejected)} tracking call(s) failed and were not "
+                          f"recorded ({self._rejected[0]}); its record is incomplete (tag {TAG_INCOMPLETE})",
+                          TrackingWarning, stacklevel=4)
 
 
 @contextlib.contextmanager
@@ -262,6 +273,7 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
     root = Path(repo_root).resolve()
     uri = resolve_tracking_uri(root)
     check_store(uri)
+    send_kept(uri, answers=True)  # what earlier runs kept while the store did not answer
     mlflow = _mlflow()
     tags = lineage_tags(stage, params, root, data_meta, params_file)
     try:
@@ -280,8 +292,7 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
     except Exception as e:
         raise TrackingError(f"could not start an MLflow run for {stage!r} in {uri}: {_reason(e)}") from e
 
-    run = StageRun(active.info.run_id, uri, experiment_id, tags)
-    parent_id = active.data.tags.get(TAG_MLFLOW_PARENT)
+    run = StageRun(active.info.run_id, uri, experiment_id, tags, active.data.tags.get(TAG_MLFLOW_PARENT))
     status = "FINISHED"
     try:  # from here on every way out ends the run, also a signal while logging the params
         _log_inputs(run, stage, params, data_meta)
@@ -293,9 +304,7 @@ def stage_run(stage: str, experiment: str, params: Mapping[str, Any], repo_root:
         status = "FAILED"
         raise
     finally:
-        run._end(status)  # a signal meanwhile is raised after it (_signals_deferred)
-        if parent_id:  # the parent's status and end time follow its latest stage
-            run._safely("end parent run", lambda: run._client.set_terminated(parent_id, status=status))
+        run._end(status)  # and its parent's; a signal meanwhile is raised after each call (_signals_deferred)
 
 
 def _nest_under_pipeline(client: Any, experiment_id: str, tags: Mapping[str, str]) -> dict[str, str]:

@@ -109,7 +109,7 @@ def _local_path(uri: str) -> Path | None:
     """The directory of a file store (`file:` URI or a plain path; "databricks" is a profile, not a path)."""
     if uri.startswith("file:"):
         return Path(uri.removeprefix("file://").removeprefix("file:"))
-    return Path(uri) if "://" not in uri and ":" not in uri else None
+    return Path(uri) if "://" not in uri and ":" not in uri and not uri.startswith("databricks") else None
 
 
 def store_notices(uri: str) -> list[str]:
@@ -126,6 +126,17 @@ def store_notices(uri: str) -> list[str]:
     elif (path := _local_path(uri)) is not None and not path.exists() and path.parent.is_dir():
         notes.append(f"no MLflow store at {path}: creating a new, empty one (no runs, no registered models)")
     return notes
+
+
+def check_store_exists(uri: str) -> None:
+    """For commands that only read the registry (sample, lineage): a local store that does not exist is an
+    error naming it, not a new, empty store created by the read (where a typo would then find no model)."""
+    path = _sqlite_file(uri) or _local_path(uri)
+    if path is not None and not path.exists():
+        blank = " (MLFLOW_TRACKING_URI is empty: treated as unset)" \
+            if os.environ.get("MLFLOW_TRACKING_URI", "x").strip() == "" else ""
+        raise TrackingError(f"no MLflow store at {path}{blank}: nothing to read; set MLFLOW_TRACKING_URI to the "
+                            "store that holds the model")
 
 
 def artifact_root(uri: str, repo_root: Path) -> Path:
