@@ -158,8 +158,8 @@ def test_evaluate_writes_protocol_named_metrics_floor_coverage_grids_and_registe
     # the version carries what the gate reads, not every metric (those are on the run and the logged model)
     assert {k for k in version.tags if k.startswith("metric.")} == {
         f"metric.fid{N}", f"metric.kid{N}", f"metric.kid{N}_std", "metric.judge/min_share_ratio"}
-    assert len(version.tags) <= 12, sorted(version.tags)
-    for tag in ("ganops.git_commit", "ganops.params_hash"):
+    assert len(version.tags) <= 13, sorted(version.tags)
+    for tag in ("ganops.git_commit", "ganops.params_hash", "mlflow.user"):  # and who made it
         assert tag in version.tags
 
 
