@@ -135,12 +135,14 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1: sqlite backend and the artifact proxy in `root`, its log in
-    root/server.log. stop() kills it (the whole process group: uvicorn, its workers and job runner, as a crash
-    would); start() brings it back on the same port, database and artifacts, as the end of an outage."""
+    """A real `mlflow server` on 127.0.0.1: the artifact proxy in `root`, the backend store `backend` (default a
+    sqlite file in `root`), its log in root/server.log. stop() kills it (the whole process group: uvicorn, its
+    workers and job runner, as a crash would); start() brings it back on the same port, database and artifacts,
+    as the end of an outage."""
 
-    def __init__(self, root: Path, workers: int = 1) -> None:
+    def __init__(self, root: Path, workers: int = 1, backend: str | None = None) -> None:
         self.root, self.workers, self.proc = root, workers, None
+        self.backend = backend or f"sqlite:///{root}/server.db"
         root.mkdir(parents=True, exist_ok=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -150,7 +152,7 @@ class MlflowServer:
     def start(self, timeout: float = 120) -> None:
         bindir = Path(sys.executable).parent
         cmd = [str(bindir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", str(self.workers), "--backend-store-uri", f"sqlite:///{self.root}/server.db",
+               "--workers", str(self.workers), "--backend-store-uri", self.backend,
                "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts")]
         with open(self.root / "server.log", "a") as log:  # the child keeps its own descriptor
             # no job runner: tests run no server jobs, and a killed one leaves its huey directory in /dev/shm

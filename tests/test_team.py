@@ -16,15 +16,14 @@ script). The steps build on each other, as a team's day does, so they are one te
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import DEBIAN_FASHION
+from tests.conftest import DEBIAN_FASHION, MlflowServer
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,88 +51,54 @@ def subset(dst: Path, n_train: int = 5000, n_test: int = 400) -> Path:
     return dst
 
 
-class TeamServer:
-    """`mlflow server` on 127.0.0.1 with a PostgreSQL backend store and the artifact proxy; stop() and start()
-    again on the same port, database and artifact directory, as an outage and its end."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.proc, self.db = root, None, None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> TeamServer:
-        pg = shutil.which("pg_virtualenv")
-        assert pg, "pg_virtualenv missing: `bash setup.sh test` installs postgresql (this test does not skip)"
-        # the cluster lives as long as the command pg_virtualenv runs: one that writes the PG* settings and waits.
-        # -t: a temporary cluster directory also as root (else it is /etc/postgresql/<v>/regress, which a killed
-        # run would leave behind to block the next)
-        env_file, self.stop_file = self.root / "pg.env", self.root / "pg.stop"
-        self.holder = subprocess.Popen(
-            [pg, "-t", "sh", "-c", f'env | grep ^PG > "{env_file}.tmp" && mv "{env_file}.tmp" "{env_file}"; '
-                             f'while [ ! -e "{self.stop_file}" ]; do sleep 0.5; done'],
-            cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@contextlib.contextmanager
+def postgres(root: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (pg_virtualenv) with the README runbook's user and database; yields the
+    backend store URI. The cluster lives as long as the command pg_virtualenv runs: one that writes the PG*
+    settings and waits. -t: a temporary cluster directory also as root (else /etc/postgresql/<v>/regress, which
+    a killed run would leave behind to block the next)."""
+    pg = shutil.which("pg_virtualenv")
+    assert pg, "pg_virtualenv missing: `bash setup.sh test` installs postgresql (this test does not skip)"
+    env_file, stop_file = root / "pg.env", root / "pg.stop"
+    holder = subprocess.Popen(
+        [pg, "-t", "sh", "-c", f'env | grep ^PG > "{env_file}.tmp" && mv "{env_file}.tmp" "{env_file}"; '
+                               f'while [ ! -e "{stop_file}" ]; do sleep 0.5; done'],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         deadline = time.monotonic() + 120
         while not env_file.exists():
-            if self.holder.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                pytest.fail(f"pg_virtualenv did not start (exit {self.holder.poll()})")
+            if holder.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"pg_virtualenv did not start (exit {holder.poll()})")
             time.sleep(0.2)
         pg_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
         # the README runbook's two commands, as the cluster's superuser (there: sudo -u postgres)
         for cmd in (["psql", "-q", "-c", "CREATE USER mlflow PASSWORD 'change-me'"],
                     ["createdb", "-O", "mlflow", "mlflow"]):
             subprocess.run(cmd, env={**os.environ, **pg_env}, check=True, capture_output=True)
-        self.db = f"postgresql://mlflow:change-me@{pg_env['PGHOST']}:{pg_env['PGPORT']}/mlflow"
+        yield f"postgresql://mlflow:change-me@{pg_env['PGHOST']}:{pg_env['PGPORT']}/mlflow"
+    finally:
+        stop_file.touch()
         try:
-            self.start()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def start(self) -> None:
-        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
-               "--backend-store-uri", self.db, "--serve-artifacts",
-               "--artifacts-destination", str(self.root / "server-artifacts")]
-        log = open(self.root / "server.log", "a")  # noqa: SIM115 (the server process owns it)
-        self.proc = subprocess.Popen(cmd, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
-                time.sleep(0.5)
-        pytest.fail("mlflow server did not answer within 120 s")
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, 9)  # the whole server (uvicorn and its workers), as a crash would
-        self.proc.wait(timeout=30)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
-        self.stop_file.touch()
-        try:
-            self.holder.wait(timeout=60)  # pg_virtualenv drops its cluster
+            holder.wait(timeout=60)  # pg_virtualenv drops its cluster
         except subprocess.TimeoutExpired:
-            self.holder.terminate()  # its trap drops the cluster on SIGTERM too
-            self.holder.wait(timeout=60)
+            holder.terminate()  # its trap drops the cluster on SIGTERM too
+            holder.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, TeamServer]]:
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, MlflowServer]]:
+    """`mlflow server` on PostgreSQL with the artifact proxy; the test stops and restarts it (an outage)."""
     root = tmp_path_factory.mktemp("team")
-    with TeamServer(root) as server:
-        yield root, server
+    with postgres(root) as db:
+        server = MlflowServer(root / "server", workers=2, backend=db)
+        try:
+            server.start()
+            yield root, server
+        finally:
+            server.stop()
 
 
-def person(root: Path, server: TeamServer, user: str, **extra: str) -> dict[str, str]:
+def person(root: Path, server: MlflowServer, user: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("CI", "GANOPS_PIPELINE_ID", "DVC_EXP_NAME", "MLFLOW_EXPERIMENT_NAME")}
     return env | {"PATH": f"{BIN}:{env['PATH']}", "MLFLOW_TRACKING_URI": server.uri, "GANOPS_USER": user,
@@ -155,7 +120,7 @@ def runs(client: MlflowClient, where: str, experiment: str = "ganops") -> list:
     return client.search_runs([exp.experiment_id], where) if exp else []
 
 
-def test_a_team_shares_one_server_one_remote_and_one_champion(team: tuple[Path, TeamServer]) -> None:
+def test_a_team_shares_one_server_one_remote_and_one_champion(team: tuple[Path, MlflowServer]) -> None:
     root, server = team
     client = MlflowClient(server.uri)
     idx = subset(root / "idx")
