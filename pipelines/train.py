@@ -46,6 +46,21 @@ def score_fn(cfg: TrainConfig, model_cfg: ModelConfig, judge: Path | None, test_
     return judge_score_fn(net, test_x, *args)
 
 
+def run_inputs(meta: dict[str, Any], autoencoder: Path | None, judge: Path | None) -> dict[str, str]:
+    """Digests of what a run starts from besides its params, stored in its checkpoints: a last.pt whose
+    digests differ is another run's and is not continued (--auto-resume). The code is every module of
+    ganops and pipelines, a superset of the stage's DVC deps: an edit anywhere starts training over."""
+    import ganops
+    import pipelines
+    from ganops.io import file_digest
+    from ganops.provenance import code_sha256
+
+    code = code_sha256(Path(ganops.__file__).parent, Path(pipelines.__file__).parent)
+    return {"data": meta["content_hash"], "code": code,
+            **({"autoencoder": file_digest(autoencoder)} if autoencoder is not None else {}),
+            **({"judge": file_digest(judge)} if judge is not None else {})}
+
+
 def write_outputs(cfg: TrainConfig, meta: dict[str, Any], res: Any, mlrun: Any, logged: dict[str, Any],
                   key: bytes | None, pretrain_flops: float | None, out: Outputs) -> None:
     """The generator file (its config: what made it and on which data), the metrics pair and both plots CSVs."""
@@ -69,6 +84,8 @@ def write_outputs(cfg: TrainConfig, meta: dict[str, Any], res: Any, mlrun: Any, 
     scored = res.history.dropna(subset=["score"])[["epoch", "step", "score"]]
     write_csv(out.epoch_plots, scored.assign(best_score=scored["score"].cummin()))
     mlrun.log_metrics(res.metrics)  # the step curves are train/*, the epoch score judge/fid
+    if res.resumed_from is not None:  # this run continued a killed one of the same params, data and code
+        mlrun.set_tags({"ganops.resumed_from_step": str(res.resumed_from)})
     mlrun.log_artifact(out.plots)
     mlrun.log_artifact(out.epoch_plots)
     typer.echo(f"train: wrote {out.model} ({'EMA ' if cfg.ema_decay else ''}generator); MLflow run {mlrun.run_id}")
@@ -89,6 +106,10 @@ def main(
     epoch_plots: Annotated[Path, typer.Option(help="per-epoch score CSV: epoch, step, score, best_score (DVC "
                                                    "plots)")] = Path("plots/train_epochs.csv"),
     resume: Annotated[bool, typer.Option("--resume", help="continue from <checkpoints>/last.pt")] = False,
+    auto_resume: Annotated[bool, typer.Option(
+        "--auto-resume", help="continue from <checkpoints>/last.pt only when it is this run's (same params, "
+                              "prepared data, autoencoder, judge, code, torch and precision), else start from "
+                              "step 0 saying why; what dvc.yaml runs")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Adversarial training of the generator."""
@@ -97,12 +118,15 @@ def main(
     def go() -> None:
         from ganops.checkpoint import key_from_env
         from ganops.data.prepared import load_split
+        from ganops.errors import GanopsError
         from ganops.losses import GAN_LOSSES
         from ganops.models.autoencoder import init_state
         from ganops.training.common import NullSink
         from ganops.training.distributed import cleanup_distributed, init_distributed
         from ganops.training.gan import train_gan
 
+        if resume and auto_resume:
+            raise GanopsError("train: give --resume or --auto-resume, not both")
         key = key_from_env(os.environ)  # a bad key fails here, not after a whole training
         cfg = load_section(params, "train", TrainConfig, choices={"loss": GAN_LOSSES})
         model_cfg = load_section(params, "model", ModelConfig)
@@ -110,6 +134,7 @@ def main(
         meta = prepared_meta(data)
         ae_state, pretrain_flops = (init_state(autoencoder, model_cfg, meta, key)
                                     if cfg.init_from_autoencoder else (None, None))
+        identity = run_inputs(meta, autoencoder if cfg.init_from_autoencoder else None, judge)
         dist = init_distributed(cfg.device)
         try:
             train_x, train_y = load_split(data, "train")
@@ -126,8 +151,9 @@ def main(
                 sink = RenamedMetrics(mlrun, {"epoch/score": score, "epoch/best_score": f"{score}_best"}) \
                     if mlrun is not None else NullSink()
                 res = train_gan(cfg, model_cfg, train_x, train_y, meta["num_classes"], checkpoints, sink,
-                                ae_state=ae_state, resume=resume, score_fn=scorer, dist=dist,
-                                log=typer.echo if dist.is_main else (lambda *_: None), key=key)
+                                ae_state=ae_state, resume="auto" if auto_resume else resume, score_fn=scorer,
+                                dist=dist, log=typer.echo if dist.is_main else (lambda *_: None), key=key,
+                                identity=identity)
                 if dist.is_main:
                     write_outputs(cfg, meta, res, mlrun, logged, key, pretrain_flops, out)
         finally:

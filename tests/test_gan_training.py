@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,46 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     for k in a["opt_d"]["state"]:
         assert all(torch.equal(a["opt_d"]["state"][k][n], b["opt_d"]["state"][k][n]) for n in ("exp_avg", "exp_avg_sq"))
     assert torch.equal(a["rng"][0]["streams"]["augment"], b["rng"][0]["streams"]["augment"])
+
+
+def test_auto_resume_continues_only_this_runs_checkpoint_and_says_why_not(tmp_path: Path, data: Any) -> None:
+    """resume="auto" (dvc.yaml's train): last.pt is continued when params, identity and runtime all match,
+    bit-identically, including a finished one (nothing left to train, the same metrics); otherwise step 0."""
+    ident = {"data": "d1", "code": "c1"}
+    full = train(tmp_path / "full", data, identity=ident)
+    logs: list[str] = []
+    fresh = train(tmp_path / "run", data, resume="auto", identity=ident, log=logs.append)
+    assert fresh.resumed_from is None
+    assert f"train: starting from step 0: no {tmp_path / 'run' / 'last.pt'} to continue" in logs
+
+    def killed_after_epoch_1(line: str) -> None:  # the epoch line is logged once its last.pt is written
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "cut", data, identity=ident, log=killed_after_epoch_1)
+    logs.clear()
+    resumed = train(tmp_path / "cut", data, resume="auto", identity=ident, log=logs.append)
+    assert resumed.resumed_from == 8 and all_state_equal(full, resumed) == []
+    assert any(line.startswith("resume:") and "at step 8" in line and "same params, data" in line for line in logs)
+    done = train(tmp_path / "cut", data, resume="auto", identity=ident)  # finished: continued with no step left
+    assert done.resumed_from == 16 and all_state_equal(full, done) == []
+    assert {k: done.metrics[k] for k in ("train_flops", "d_loss", "best_score") if k in done.metrics} == \
+        {k: full.metrics[k] for k in ("train_flops", "d_loss", "best_score") if k in full.metrics}
+
+    for why, kw in (("train.epochs 2 -> 3", {"cfg": dataclasses.replace(FAST, epochs=3), "identity": ident}),
+                    ("the code differs", {"identity": {**ident, "code": "c2"}}),
+                    ("the data differs", {"identity": {**ident, "data": "d2"}})):
+        logs.clear()
+        case = tmp_path / why.replace(" ", "_")
+        shutil.copytree(tmp_path / "cut", case)  # each case starts from the finished run's last.pt
+        other = train(case, data, resume="auto", log=logs.append, **kw)
+        assert other.resumed_from is None and logs[0].startswith("train: starting from step 0:"), logs[0]
+        assert why in logs[0] and "is another run's" in logs[0], logs[0]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "last.pt").write_bytes(b"not a checkpoint")
+    logs.clear()
+    assert train(tmp_path / "bad", data, resume="auto", identity=ident, log=logs.append).resumed_from is None
+    assert "unreadable checkpoint" in logs[0], logs[0]
 
 
 def test_resume_refuses_missing_checkpoint_and_other_architecture(tmp_path: Path, data: Any) -> None:

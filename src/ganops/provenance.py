@@ -70,6 +70,17 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def code_sha256(*dirs: Path) -> str:
+    """sha256 over every .py file under `dirs` (its path relative to its dir, then its bytes), in sorted order:
+    any edit, added or removed module changes it."""
+    h = hashlib.sha256()
+    for d in dirs:
+        for f in sorted(Path(d).rglob("*.py")):
+            h.update(f"{d.name}/{f.relative_to(d).as_posix()}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def to_jsonable(obj: Any) -> Any:
     """Plain JSON types: dataclasses -> dicts, tuples -> lists, Paths -> str; keys as str."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -42,9 +42,11 @@ from ganops.training.state import (
     Position,
     StepMeter,
     capture_rng,
+    continues,
     read_gan_checkpoint,
     restore_rng,
     run_config,
+    run_identity,
     stream_generator,
     write_gan_checkpoint,
 )
@@ -65,6 +67,7 @@ class GanResult:
     discriminator: Discriminator
     history: pd.DataFrame  # HISTORY_COLUMNS, one row per log point and per epoch end
     metrics: dict[str, float]
+    resumed_from: int | None = None  # the G step last.pt was continued from, None for a run from step 0
 
 
 def _check_inputs(model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: int) -> None:
@@ -102,7 +105,7 @@ class _Run:
         self.y_pairs = (torch.arange(N_PAIRS) % k).to(dev) if game.cond else None
 
     # ---------------------------------------------------------------- checkpoints
-    def resume(self) -> None:
+    def resume(self, why: str = "") -> None:
         state, self.pos, notes = read_gan_checkpoint(self.last_path, self.config, self.key)
         for note in notes:
             self.log(f"resume: {note} (allowed, but the run is no longer the one checkpointed)")
@@ -111,13 +114,17 @@ class _Run:
         # its end means that epoch is done.
         self.pos.epoch_step = min(self.pos.epoch_step, self.plan.steps_per_epoch)
         self.best, self.history, self.saved_step = state["best_score"], list(state["history"]), self.pos.step
+        figures = state.get("figures") or {}  # absent in checkpoints written before it existed
+        self.step_flops = figures.get("step_flops") or None
+        self.last_means = figures.get("last_means") or None
         rngs, rank = state["rng"], self.dist.rank
         if rank < len(rngs):
             restore_rng(rngs[rank], self.game.streams)
         else:
             self.log(f"resume: no RNG state for rank {rank} in a {len(rngs)}-rank checkpoint; its streams restart")
         self.log(f"resume: {self.last_path} at step {self.pos.step} "
-                 f"({self.pos.epochs_done} epochs done, {self.pos.epoch_step} steps into the next)")
+                 f"({self.pos.epochs_done} epochs done, {self.pos.epoch_step} steps into the next)"
+                 + (f": {why}" if why else ""))
 
     def save(self, is_best: bool) -> None:
         """Every rank contributes its RNG state; rank 0 writes last.pt (and best.pt); all wait."""
@@ -126,8 +133,9 @@ class _Run:
         rng = gather_objects(capture_rng(game.streams), self.dist)
         if self.dist.is_main:
             paths = [self.last_path, self.best_path] if is_best else [self.last_path]
+            figures = {"step_flops": self.step_flops or 0, "last_means": self.last_means or {}}
             write_gan_checkpoint(paths, game.state(), self.pos, self.history, self.best, rng, self.config,
-                                 self.key)
+                                 self.key, figures)
         self.saved_step = self.pos.step
         barrier(self.dist)
 
@@ -244,13 +252,15 @@ class _Run:
 
 def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, train_y: torch.Tensor,
               num_classes: int, ckpt_dir: Path, sink: MetricSink, ae_state: dict[str, Any] | None = None,
-              resume: bool = False, score_fn: Callable[[Generator], float] | None = None,
+              resume: bool | Literal["auto"] = False, score_fn: Callable[[Generator], float] | None = None,
               dist: DistInfo | None = None, log: Callable[[str], Any] = print,
-              key: bytes | None = None) -> GanResult:
+              key: bytes | None = None, identity: dict[str, Any] | None = None) -> GanResult:
     """Train G and D on uint8 images (N, C, H, W) with int64 labels (N,); see the module docstring.
 
     `ae_state`: an autoencoder state_dict, loaded into G and D.trunk when cfg.init_from_autoencoder.
-    `resume`: continue from ckpt_dir/last.pt (weights, optimisers, EMA, RNG, position in the epoch).
+    `resume`: continue from ckpt_dir/last.pt (weights, optimisers, EMA, RNG, position in the epoch);
+    "auto": only when last.pt is this run's (`state.continues`), else start from step 0, saying why.
+    `identity`: digests naming this run's inputs and code (`state.run_identity`), stored in the checkpoints.
     `score_fn(G_eval) -> float`: lower is better; called at each epoch end on rank 0; best.pt tracks it.
     `dist`: from `init_distributed()`; only rank 0 reports, logs and writes checkpoints.
     `key`: sign last.pt / best.pt with it and require its signature on resume (`ganops.checkpoint`).
@@ -271,14 +281,22 @@ def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, t
         raise GanopsError(f"train_gan: {e}") from None
     plan = EpochPlan(len(train_x), cfg, dist)
     config = run_config(cfg, model_cfg, tuple(train_x.shape[1:]), num_classes, dist.world_size)
+    config["identity"] = run_identity(identity or {}, device, amp)
     run = _Run(game, plan, cfg, config, Path(ckpt_dir), sink, log, score_fn, dist, key)
+    why = ""
+    if resume == "auto":
+        resume, why = continues(run.last_path, config, key)
+        if not resume:
+            log(f"train: starting from step 0: {why}")
     if not resume and cfg.init_from_autoencoder:
         if ae_state is None:
             raise GanopsError("train.init_from_autoencoder is true but no autoencoder weights were given")
         game.init_from_autoencoder(ae_state, log)
     game.start(dist)
+    resumed_from = None
     if resume:
-        run.resume()
+        run.resume(why)
+        resumed_from = run.pos.step
     elif dist.is_main:
         run.best_path.unlink(missing_ok=True)  # fresh run: an older best.pt would mislead
     total = plan.steps_per_epoch * cfg.epochs
@@ -300,4 +318,4 @@ def train_gan(cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, t
         + (f", best score {run.best:.4g}" if "best_score" in metrics else ""))
     history = pd.DataFrame(run.history, columns=HISTORY_COLUMNS)
     return GanResult(generator=game.shipped().eval(), raw_generator=game.G.eval(), discriminator=game.D.eval(),
-                     history=history, metrics=metrics)
+                     history=history, metrics=metrics, resumed_from=resumed_from)

@@ -4,6 +4,7 @@
     stream_generator     the loop's seeded torch.Generator streams (latent, augment)
     capture/restore_rng  every RNG state of a process, checkpointable
     write/read_gan_checkpoint, check_resumable   last.pt / best.pt and the resume checks
+    run_identity, continues                       whether last.pt is this run's (resume="auto")
     generator_from_checkpoint                     the shipped G of last.pt / best.pt
     StepMeter            per-step stats kept on device until a log point; throughput
 
@@ -139,6 +140,50 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], where: str) 
     return notes
 
 
+# `resume="auto"` (what `dvc repro` runs): last.pt is continued only when it is this run's, so a killed or
+# preempted run loses at most an epoch and the result is the bits an uninterrupted run gives on this machine.
+# This run's = the same config (train, model, data shape, world size) and the same identity: what the
+# command puts there (the prepared data's hash, the digests of the input files and of the code) and what
+# the core adds here (torch version, device, autocast dtype: another CPU kind or precision trains other bits).
+_RUNTIME = ("torch", "device", "precision")
+
+
+def run_identity(given: dict[str, Any], device: torch.device, amp: torch.dtype | None) -> dict[str, Any]:
+    """`given` (digests by name: data, code, autoencoder, judge) plus this process's runtime."""
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, str(amp))
+    return {**given, "torch": torch.__version__, "device": device.type, "precision": precision}
+
+
+def other_run(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """None when a checkpoint written with config `saved` continues the run of config `current` exactly;
+    else the first difference, e.g. "train.epochs 30 -> 40" or "the code differs"."""
+    for sec in ("train", "model", "data"):
+        for k, v in current[sec].items():
+            if saved.get(sec, {}).get(k) != v:
+                return f"{sec}.{k} {saved.get(sec, {}).get(k)!r} -> {v!r}"
+    if saved.get("world_size") != current["world_size"]:
+        return f"world size {saved.get('world_size')} -> {current['world_size']}"
+    had = saved.get("identity") or {}
+    for k, v in current.get("identity", {}).items():
+        if had.get(k) != v:  # the command's entries are digests: naming them says enough
+            return f"{k} {had.get(k)} -> {v}" if k in _RUNTIME else f"the {k} differs"
+    return None
+
+
+def continues(path: Path, config: dict[str, Any], key: bytes | None) -> tuple[bool, str]:
+    """(whether `path` is this run's checkpoint to continue, why) for resume="auto"."""
+    if not path.is_file():
+        return False, f"no {path} to continue"
+    try:
+        _, saved = load_checkpoint(path, kind="gan", key=key)
+    except GanopsError as e:
+        return False, str(e)
+    why = other_run(saved, config)
+    if why is not None:
+        return False, f"{path} is another run's ({why})"
+    return True, "same params, data, inputs, code, torch and precision"
+
+
 @dataclass
 class Position:
     """Where a run is: G steps done, full epochs done, steps done into the next epoch."""
@@ -150,13 +195,15 @@ class Position:
 
 def write_gan_checkpoint(paths: list[Path], nets: dict[str, Any], pos: Position, history: list[dict[str, float]],
                          best_score: float, rng: list[dict[str, Any]], config: dict[str, Any],
-                         key: bytes | None = None) -> None:
+                         key: bytes | None = None, figures: dict[str, Any] | None = None) -> None:
     """Atomically write the same full state to each path (last.pt, and best.pt when it improved).
 
     `nets`: state_dicts of G, D, ema (or None), opt_g, opt_d; `rng`: `capture_rng()` of every rank;
-    `key`: sign with it (see `ganops.checkpoint`).
+    `key`: sign with it (see `ganops.checkpoint`); `figures`: what the final metrics need that the steps
+    after a resume would not measure again (FLOPs per step, the last full epoch's means).
     """
-    state = {**nets, **dataclasses.asdict(pos), "history": history, "best_score": best_score, "rng": rng}
+    state = {**nets, **dataclasses.asdict(pos), "history": history, "best_score": best_score, "rng": rng,
+             "figures": figures or {}}
     for p in paths:
         save_checkpoint(p, "gan", state, config, key=key)
 
