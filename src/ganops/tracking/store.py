@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ganops.errors import GanopsError
+from ganops.errors import GanopsError, GanopsWarning
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,7 +52,7 @@ class TrackingError(GanopsError):
     """The tracking store cannot be used; the message names the URI and the reason."""
 
 
-class TrackingWarning(UserWarning):
+class TrackingWarning(GanopsWarning):
     """A logging call failed after the run started; the stage carried on."""
 
 
