@@ -149,6 +149,30 @@ def test_an_edited_shipped_reference_or_floor_is_named_once_and_computed_instead
     assert json.loads((ws / "floor2.json").read_text())["floor/fid24"] != 0.001
 
 
+def test_a_prepared_split_edited_after_prepare_is_refused_not_taken_for_its_hash(ws: Path) -> None:
+    """The shipped files' key is the prepared data's content hash: a split whose bytes are no longer the ones
+    meta.json hashed (or a meta.json whose hash was changed by hand) would borrow results made from other data."""
+    res = invoke("prepare", "--out", "prepared", "--validation", "validation")
+    assert res.exit_code == 0, res.output
+    split, meta = ws / "prepared/test.safetensors", ws / "prepared/meta.json"
+    pristine = split.read_bytes(), meta.read_bytes()
+    with safe_open(str(split), framework="np") as f:
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    arrays["images"][0, 0, 14, 14] ^= 0xFF  # one pixel of one test image
+    save_file(arrays, str(split))
+    res = invoke("reference", "--data", "prepared", "--out", "ref.safetensors")
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines() == ["error: prepared/test.safetensors: contents do not match the sha256 in "
+                                       "prepared/meta.json (edited or damaged); rerun `ganops prepare` (or "
+                                       "`dvc checkout data/prepared`)"], res.output
+    split.write_bytes(pristine[0])
+    meta.write_text(meta.read_text().replace(json.loads(pristine[1])["content_hash"], "e7f6cb6f49a96ef9"))
+    res = invoke("reference", "--data", "prepared", "--out", "ref.safetensors")
+    assert res.exit_code == 2 and res.output.startswith("error: prepared/meta.json: content_hash is not the hash"), \
+        res.output
+    assert not (ws / "ref.safetensors").exists()
+
+
 def _stats(n: int = 30, d: int = 6, **meta) -> fm.FeatureStats:
     feats = np.random.default_rng(0).random((n, d)).astype(np.float32)
     base = {"split": "test", "source_hash": "abc", "network_sha1": "s1", "resize": "r"}
