@@ -74,7 +74,8 @@ def _existing_ancestor(path: Path) -> Path:
     return anc
 
 
-def _free_bytes(directory: Path) -> int:
+def free_bytes(directory: Path) -> int:
+    """Bytes this user may still write on `directory`'s file system."""
     st = os.statvfs(directory)
     # root may use the blocks a file system reserves for it; others only the available ones
     return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
@@ -97,7 +98,7 @@ def _check_one(path: Path, is_dir: bool) -> None:
             os.unlink(probe)
         except OSError as e:
             raise GanopsError(f"{path}: cannot write in {d}: {_why(e)}") from None
-        if (free := _free_bytes(d)) < MIN_FREE_BYTES:
+        if (free := free_bytes(d)) < MIN_FREE_BYTES:
             raise GanopsError(f"{path}: no space left on the file system of {d} ({free} bytes free)")
 
 
