@@ -1,5 +1,6 @@
-"""A disk that fills under the MLflow store: one line naming it, exit 2, no run and no half-made store. Real tmpfs
-mounts (conftest.tmpfs), a real sqlite MLflow store; nothing mocked."""
+"""A disk that fills under the MLflow store, a statistics file or the Data Docs: one line naming what could not be
+written, exit 2, the previous version in place and no temp files. Real tmpfs mounts (conftest.tmpfs), a real sqlite
+MLflow store, real Great Expectations, real TF-Inception on a few images; nothing mocked."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
 from ganops.tracking import flush_outbox, stage_run
+from pipelines.cli import app
 from tests.conftest import fill, git, write_idx_dataset
-from tests.test_faults import ganops
+from tests.test_faults import ganops, runs, temp_leftovers
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -29,6 +34,11 @@ def ws(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def prepare(validation: str | Path = "validation"):
+    return runner.invoke(app, ["prepare", "--params", "params.yaml", "--out", "prepared",
+                               "--validation", str(validation)])
 
 
 @pytest.mark.parametrize("store", ["existing", "new"])
@@ -84,3 +94,48 @@ def test_a_store_whose_disk_fills_mid_run_keeps_the_calls_says_why_and_the_run_e
     client = MlflowClient(uri)
     assert client.get_run(run.run_id).info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(run.run_id, "loss")] == [1.0, 0.5]
+
+
+@pytest.mark.slow
+def test_reference_statistics_on_a_disk_that_fills_mid_write_keep_the_previous_file(ws: Path, tmpfs) -> None:
+    assert prepare().exit_code == 0
+    disk = tmpfs("stats", "size=2m")  # passes the up-front check (1 MiB free); the covariance alone is 32 MB
+    out = disk / "test_inception.safetensors"
+    out.write_bytes(b"previous version\n")
+    res = runner.invoke(app, ["reference", "--params", "params.yaml", "--data", "prepared", "--out", str(out),
+                              "--shipped", "none"])
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in res.output.splitlines() if not line.startswith("reference: inception")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out}: cannot write: no space left on device ("), \
+        res.output
+    assert out.read_bytes() == b"previous version\n" and sorted(disk.iterdir()) == [out]
+    assert [r.info.status for r in runs(f"sqlite:///{ws}/mlflow.db", "reference")] == ["FAILED"]
+
+
+def docs_snapshot(docs: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(docs)): p.read_bytes() for p in sorted(docs.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("before", ["none", "previous"])
+def test_data_docs_on_a_disk_that_fills_mid_build_leave_the_previous_docs_whole(ws: Path, tmpfs, before: str) -> None:
+    # GX's Data Docs are ~4.2 MB (fonts and images): 3 MB cannot hold one build, 6 MB holds one but not two
+    disk = tmpfs("docs", "size=3m" if before == "none" else "size=6m")
+    validation = disk / "validation"
+    snapshot: dict[str, bytes] = {}
+    if before == "previous":
+        assert prepare(validation).exit_code == 0
+        snapshot = docs_snapshot(validation / "docs")
+        assert "index.html" in snapshot
+        shutil.rmtree(ws / "prepared")
+    res = prepare(validation)
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines()[-1].startswith(f"error: {validation / 'docs'}: cannot write: no space left on "
+                                                  "device ("), res.output
+    assert [line for line in res.output.splitlines() if line.startswith(("error", "warning", "Traceback"))] == \
+        res.output.splitlines()[-1:]
+    assert temp_leftovers(disk) == [], "temp dir left on the full disk"
+    assert docs_snapshot(validation / "docs") == snapshot  # the previous build, whole, or none at all
+    assert not (ws / "prepared").exists()  # validation comes before the data is written
+    statuses = sorted(r.info.status for r in runs(f"sqlite:///{ws}/mlflow.db", "prepare"))
+    assert statuses == (["FAILED"] if before == "none" else ["FAILED", "FINISHED"])

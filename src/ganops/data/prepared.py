@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ganops.errors import DataError
-from ganops.io import file_digest, write_error_of
+from ganops.io import atomic_dir, file_digest
 
 SPLITS = ("train", "test")
 
@@ -68,11 +66,7 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
     """
     from safetensors.numpy import save_file
 
-    tmp: Path | None = None
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    with atomic_dir(out_dir) as tmp:
         files: dict[str, str] = {}
         for split, (images, labels) in splits.items():
             path = tmp / f"{split}.safetensors"
@@ -83,26 +77,8 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
         files["manifest.csv"] = file_digest(tmp / "manifest.csv")
         meta = {**meta, "files": files, "content_hash": content_hash(files)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        # mkdtemp makes 0700; the data is for every user of the checkout (and a container's)
-        os.chmod(tmp, 0o755)
         for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        tmp = None  # it is out_dir now
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException as e:  # also Ctrl-C and SIGTERM (pipelines.common.run): no temp dir stays
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists():  # interrupted around the swap: keep whichever complete version is in place
-            if out_dir.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(old, out_dir)
-        if err := write_error_of(out_dir, e):
-            raise err from e
-        raise
+            os.chmod(f, 0o644)  # for every user of the checkout, whatever the umask
     return meta
 
 
