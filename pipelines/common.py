@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ganops.errors import GanopsError
+from ganops.errors import GanopsError, GanopsWarning
 from ganops.io import check_writable as check_writable  # stages call it on their outputs before the work
 
 T = TypeVar("T")
@@ -66,11 +66,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """ganops' own warnings (a tracking store that fell back, failed or was created) as one line each;
-    other libraries' warnings as Python shows them."""
-    from ganops.tracking.store import TrackingWarning
-
-    if issubclass(category, TrackingWarning):
+    """ganops' own warnings (a tracking store that fell back, failed or was created, a shipped result that
+    fails its digest) as one line each; other libraries' warnings as Python shows them."""
+    if issubclass(category, GanopsWarning):
         typer.echo(f"warning: {message}", err=True)
     else:
         _PY_SHOWWARNING(message, category, filename, lineno, file, line)

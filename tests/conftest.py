@@ -59,6 +59,35 @@ def _session_outbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["GANOPS_OUTBOX"] = old
 
 
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """mount(name, options) -> a tmpfs under tmp_path (unmounted after the test); skips where mounting is not
+    permitted. A real file system that fills or is read-only, for root too."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root and mount permission): {r.stderr.strip()}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in reversed(mounted):
+        if subprocess.run(["umount", str(d)], capture_output=True).returncode != 0:
+            # still open (a store's cached connection, say): detach it now, the kernel frees it once closed
+            subprocess.run(["umount", "--lazy", str(d)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Write zeros into `directory` until its file system is full (0 bytes free)."""
+    with pytest.raises(OSError, match="No space left"), (directory / "filler").open("wb", buffering=0) as f:
+        while True:
+            f.write(b"\0" * (64 << 10))
+
+
 def idx_bytes(arr: np.ndarray) -> bytes:
     """IDX encoding of a uint8 array: magic 0x0000 08 ndim, big-endian dims, raw bytes."""
     header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import ganops
 from pipelines.cli import app
 from tests.conftest import REPO
+from tests.test_checkpoint import write as write_generator
 
 runner = CliRunner()
 
@@ -30,3 +33,21 @@ def test_promote_help_lists_its_exit_codes() -> None:
 def test_sample_takes_the_count_as_n_or_num() -> None:
     res = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "200"})
     assert "-n" in res.output and "--num" in res.output and "--n " not in res.output
+
+
+@pytest.mark.parametrize(("option", "line"), [
+    (["--nrow", "0"], "--nrow: must be >= 1, got 0"),  # was a ZeroDivisionError in the grid
+    (["--nrow", "-3"], "--nrow: must be >= 1, got -3"),
+    (["-n", "0"], "-n/--num: must be >= 1 and <= 4096, got 0"),
+    (["--num", "5000"], "-n/--num: must be >= 1 and <= 4096, got 5000"),
+    (["--seed", "-1"], "--seed: must be an integer in 0..2**63-1, got -1"),
+    (["--seed", str(2**63)], "--seed: must be an integer in 0..2**63-1, got 9223372036854775808"),
+    (["--seed", "9" * 30], "--seed: must be an integer in 0..2**63-1, got a 100-bit integer"),
+])
+def test_sample_refuses_a_size_or_seed_it_cannot_use_in_one_line(tmp_path: Path, option: list[str],
+                                                                  line: str) -> None:
+    gen = write_generator(tmp_path / "gen.pt")  # a real generator: the refusal is the option's, not the model's
+    res = runner.invoke(app, ["sample", "--model", str(gen), "--out", str(tmp_path / "grid.png"), *option])
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines() == [f"error: {line}"], res.output
+    assert not (tmp_path / "grid.png").exists()

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -205,25 +205,6 @@ def test_train_with_a_file_where_an_output_directory_is_needed_does_no_work(
     assert_refused_before_work(res, tmp_path, store, "blocker/gen.pt: parent blocker is a file, not a directory")
     res = train_with(tmp_path, prepared, checkpoints="blocker")
     assert_refused_before_work(res, tmp_path, store, "blocker: is a file (this output is a directory)")
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
-    """mount(name, options) -> a tmpfs under tmp_path; skips where mounting is not permitted."""
-    mounted: list[Path] = []
-
-    def mount(name: str, options: str) -> Path:
-        d = tmp_path / name
-        d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root and mount permission): {r.stderr.strip()}")
-        mounted.append(d)
-        return d
-
-    yield mount
-    for d in reversed(mounted):
-        subprocess.run(["umount", str(d)], check=False)
 
 
 def test_train_onto_a_read_only_file_system_does_no_work(tmp_path: Path, prepared: Path, store: str,

@@ -15,6 +15,10 @@ class DataError(GanopsError):
     """Input data is missing, corrupt or inconsistent; the message names the file."""
 
 
+class GanopsWarning(UserWarning):
+    """Something the user should know while the command carries on; shown as one `warning:` line."""
+
+
 class ValidationFailed(GanopsError):
     """Data read fine but failed its expectations (exit 1)."""
 

@@ -74,7 +74,8 @@ def _existing_ancestor(path: Path) -> Path:
     return anc
 
 
-def _free_bytes(directory: Path) -> int:
+def free_bytes(directory: Path) -> int:
+    """Bytes this user may still write on `directory`'s file system."""
     st = os.statvfs(directory)
     # root may use the blocks a file system reserves for it; others only the available ones
     return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
@@ -97,7 +98,7 @@ def _check_one(path: Path, is_dir: bool) -> None:
             os.unlink(probe)
         except OSError as e:
             raise GanopsError(f"{path}: cannot write in {d}: {_why(e)}") from None
-        if (free := _free_bytes(d)) < MIN_FREE_BYTES:
+        if (free := free_bytes(d)) < MIN_FREE_BYTES:
             raise GanopsError(f"{path}: no space left on the file system of {d} ({free} bytes free)")
 
 
@@ -151,6 +152,50 @@ def _about(exc: OSError, path: Path, tmp: str | None) -> bool:
     if exc.filename is None:  # a write to the open file names none
         return True
     return Path(exc.filename) in {path, *path.parents} or exc.filename == tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temp directory beside `path` to build it in; it replaces `path` only if the block ends without error.
+
+    For directory outputs (prepared data, Data Docs): a reader, a crash or a full disk never leaves a mix of
+    old and new files. The previous `path` is moved aside (`.<name>.old-<pid>`) for the two renames and then
+    removed; on any exception (also a signal turned into one, see pipelines.common.run) the temp dir goes and
+    the previous version stays where it was. A write failure the user can act on (full disk, read-only; also a
+    library's "(os error 28)") becomes a GanopsError naming `path`.
+    """
+    path = Path(path)
+    tmp = built = None  # built: the temp dir's name, also once it is `path`
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = built = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are for every user of the checkout (and a container's)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        tmp = None  # it is `path` now
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists():  # interrupted around the swap: keep whichever complete version is in place
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, path)
+        if (not isinstance(e, OSError) or _in_dir(e, path, built)) and (err := write_error_of(path, e)):
+            raise err from e
+        raise
+
+
+def _in_dir(exc: OSError, path: Path, tmp: Path | None) -> bool:
+    """Whether an OSError raised while building a directory is about writing it (the block may read others)."""
+    if exc.filename is None:  # a write to an open file names none
+        return True
+    f = Path(exc.filename)
+    return f == path or path in f.parents or f in path.parents or (tmp is not None and (f == tmp or tmp in f.parents))
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:

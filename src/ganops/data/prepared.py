@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ganops.errors import DataError
-from ganops.io import file_digest, write_error_of
+from ganops.io import atomic_dir, file_digest
 
 SPLITS = ("train", "test")
 
@@ -55,6 +53,11 @@ def build_manifest(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
+def content_hash(files: dict[str, str]) -> str:
+    """The prepared data's content hash (16 hex digits) from its files' sha256 (meta.json "files")."""
+    return hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
+
+
 def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
                    manifest: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Write everything into a temp dir beside `out_dir`, then swap it in atomically.
@@ -63,11 +66,7 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
     """
     from safetensors.numpy import save_file
 
-    tmp: Path | None = None
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    with atomic_dir(out_dir) as tmp:
         files: dict[str, str] = {}
         for split, (images, labels) in splits.items():
             path = tmp / f"{split}.safetensors"
@@ -76,29 +75,10 @@ def write_prepared(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
             files[path.name] = file_digest(path)
         manifest.to_csv(tmp / "manifest.csv", index=False, float_format="%.4f")
         files["manifest.csv"] = file_digest(tmp / "manifest.csv")
-        content = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode())
-        meta = {**meta, "files": files, "content_hash": content.hexdigest()[:16]}
+        meta = {**meta, "files": files, "content_hash": content_hash(files)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        # mkdtemp makes 0700; the data is for every user of the checkout (and a container's)
-        os.chmod(tmp, 0o755)
         for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        tmp = None  # it is out_dir now
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException as e:  # also Ctrl-C and SIGTERM (pipelines.common.run): no temp dir stays
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists():  # interrupted around the swap: keep whichever complete version is in place
-            if out_dir.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(old, out_dir)
-        if err := write_error_of(out_dir, e):
-            raise err from e
-        raise
+            os.chmod(f, 0o644)  # for every user of the checkout, whatever the umask
     return meta
 
 
@@ -149,6 +129,7 @@ def load_split(prepared_dir: Path, split: str) -> tuple[Any, Any]:
     path = Path(prepared_dir) / f"{split}.safetensors"
     if not path.is_file():
         raise DataError(f"{path}: not found (run `ganops prepare` first)")
+    check_listed(path)
     try:
         d = load_file(str(path))
     except (SafetensorError, OSError) as e:
@@ -158,6 +139,25 @@ def load_split(prepared_dir: Path, split: str) -> tuple[Any, Any]:
             or str(d["labels"].dtype) != "torch.int64"):
         raise DataError(f"{path}: expected images uint8 (N, C, H, W) and labels int64 (N,)")
     return d["images"], d["labels"]
+
+
+def check_listed(path: Path) -> None:
+    """Refuse a prepared file whose bytes are not those its meta.json lists, or a meta.json whose content hash is
+    not its files': every later stage takes the data for what that hash says (the MLflow tag, the data a judge or
+    generator was trained on, the key of the shipped statistics reused instead of Inception). A directory with no
+    meta.json listing the file is left to read_meta, which every stage calls first."""
+    meta_path = path.parent / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        files, want = meta["files"], meta["files"][path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if meta.get("content_hash") != content_hash(files):
+        raise DataError(f"{meta_path}: content_hash is not the hash of its files' sha256 (edited); "
+                        "rerun `ganops prepare` (or `dvc checkout data/prepared`)")
+    if file_digest(path) != want:
+        raise DataError(f"{path}: contents do not match the sha256 in {meta_path} (edited or damaged); "
+                        "rerun `ganops prepare` (or `dvc checkout data/prepared`)")
 
 
 def check_trained_on(path: str | Path, trained_on: str | None, meta: dict[str, Any], rerun: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ganops.io import write_atomic
+from ganops.io import atomic_dir, write_atomic
 
 REPORT_NAME = "report.json"  # under the validation dir; `ganops prepare` logs it to MLflow
 
@@ -120,10 +120,7 @@ def _examples(df: pd.DataFrame, idx: list[Any] | None, n: int = 3) -> list[dict[
 
 
 def validate(manifest: pd.DataFrame, spec: ValidationSpec, out_dir: Path) -> ValidationReport:
-    """Run all suites; write `out_dir/report.json` and Data Docs under `out_dir/docs/`."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
+    """Run all suites; write `out_dir/report.json` and Data Docs under `out_dir/docs/` (each replaced whole)."""
     tables = {
         "manifest": manifest.assign(in_other_split=cross_split_duplicates(manifest)),
         "splits": split_table(manifest, spec.split_bounds),
@@ -131,6 +128,22 @@ def validate(manifest: pd.DataFrame, spec: ValidationSpec, out_dir: Path) -> Val
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = out_dir / "docs"
+    with atomic_dir(docs_dir) as building:  # a full disk or a kill mid-build leaves the previous docs whole
+        failures, results, evaluated = _run_suites(tables, spec, building)
+    report_path = out_dir / REPORT_NAME
+    report = {"success": not failures, "evaluated": evaluated,
+              "failures": [f.__dict__ for f in failures], "results": results}
+    write_atomic(report_path, json.dumps(report, indent=2, default=str).encode())  # no .tmp left on a signal
+    return ValidationReport(not failures, failures, evaluated, report_path, docs_dir / "index.html")
+
+
+def _run_suites(tables: dict[str, pd.DataFrame], spec: ValidationSpec,
+                docs_dir: Path) -> tuple[list[Failure], dict[str, Any], int]:
+    """Validate each table with its suite in an ephemeral GX context and build Data Docs into `docs_dir`;
+    returns the failures, each suite's JSON result and the number of expectations evaluated."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     # The ephemeral context comes with a `local_site` in a fresh /tmp dir; building it left
@@ -170,8 +183,4 @@ def validate(manifest: pd.DataFrame, spec: ValidationSpec, out_dir: Path) -> Val
                                     column=kw.get("column") or kw.get("column_A") or kw.get("column_list"),
                                     observed=observed, examples=_examples(df, r.get("unexpected_index_list"))))
     ctx.build_data_docs()
-    report_path = out_dir / REPORT_NAME
-    report = {"success": not failures, "evaluated": evaluated,
-              "failures": [f.__dict__ for f in failures], "results": results}
-    write_atomic(report_path, json.dumps(report, indent=2, default=str).encode())  # no .tmp left on a signal
-    return ValidationReport(not failures, failures, evaluated, report_path, docs_dir / "index.html")
+    return failures, results, evaluated

@@ -18,8 +18,6 @@ data, unlike np.savez whose zip entries carry timestamps):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from ganops.errors import GanopsError
+from ganops.io import write_atomic
 
 STATS_FORMAT = 1
 
@@ -65,11 +64,10 @@ class FeatureStats:
         return int(self.mu.shape[0])
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (temp file in the same directory, then rename); returns the path."""
-        from safetensors.numpy import save_file
+        """Write atomically (ganops.io.write_atomic: a full disk is one error naming `path`, the previous file
+        stays and no temp file does); returns the path."""
+        from safetensors.numpy import save
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"mu": np.ascontiguousarray(self.mu, dtype=np.float64),
                    "sigma": np.ascontiguousarray(self.sigma, dtype=np.float64)}
         if self.features is not None:
@@ -77,15 +75,7 @@ class FeatureStats:
         header = {**self.meta, "n": self.n, "dim": self.dim, "format": STATS_FORMAT}
         # one metadata key: safetensors writes several keys in hash-map order (not byte-stable)
         metadata = {"ganops": json.dumps(header, sort_keys=True)}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, save(tensors, metadata=metadata))  # in memory first: ~50 MB for a reference
 
     @classmethod
     def load(cls, path: str | Path, expect: dict[str, Any] | None = None) -> FeatureStats:

@@ -13,22 +13,74 @@ protocol) — and compute as before otherwise. Written by `ganops ship-stats` fr
 
 A reused result equals a computed one on the CPU kind that made it; on another CPU kind it differs from
 what that machine would compute by the float round-off of the network (as any cached result would).
+
+A file is trusted for its contents, not its name: `ganops ship-stats` writes a sha256 digest into each (the
+reference's header: over the header and every array's name, dtype, shape and bytes; the floor's "digest": over
+the canonical JSON of its key and record), and a file whose key matches is reused only if its contents still
+hash to it. One that does not (edited or damaged, or shipped before digests) is named in one `warning:` line
+and the stage computes instead of stopping: computing is always right, only slower, while a stop would leave a
+clone with a damaged file unable to run at all. The digest guards against accidents and stale hand edits, not
+against someone who rewrites the file and its digest (as with unsigned checkpoints): the files are code-reviewed
+like the rest of the repository.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ganops.errors import GanopsError
+from ganops.errors import GanopsError, GanopsWarning
 from ganops.io import write_atomic, write_json
 from ganops.metrics import fid as fm
 
 SHIPPED_DIR = Path("stats/shipped")
 _HEADER = "ganops"
+DIGEST = "digest"  # header / document key of a shipped file's "sha256:<hex>"
+_REF_TENSORS = ("mu", "sigma_triu", "features")  # the order the reference digest reads them in
+
+
+def _reference_digest(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over the header without its digest (canonical JSON) and each array's name, dtype, shape and bytes.
+
+    dtype and shape go in so the same bytes read as other numbers (float32 as float64, a reshaped matrix) do not
+    hash alike; the header so an edited protocol (network sha1, resize) does not pass as the shipped one.
+    """
+    h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != DIGEST}, sort_keys=True).encode())
+    for name in _REF_TENSORS:
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"\n{name} {a.dtype.str} {a.shape}\n".encode())
+        h.update(memoryview(a).cast("B"))
+    return f"sha256:{h.hexdigest()}"
+
+
+def _floor_digest(doc: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON (sorted keys, no spaces) of a shipped floor's key and record."""
+    canonical = json.dumps({"key": doc.get("key"), "floor": doc.get("floor")}, sort_keys=True, separators=(",", ":"))
+    return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:80]}" if str(e) else type(e).__name__
+
+
+def _not_reused(path: Path, why: str) -> None:
+    warnings.warn(f"{path}: {why}; computing instead", GanopsWarning, stacklevel=3)
+
+
+def _digest_fails(path: Path, stored: Any, actual: str) -> bool:
+    """Whether a shipped file fails its digest (said in one warning line naming it)."""
+    if stored is None:
+        _not_reused(path, "has no digest (shipped before digests were; re-ship it with `ganops ship-stats`)")
+        return True
+    if stored != actual:
+        _not_reused(path, "contents do not match its digest (edited or damaged)")
+        return True
+    return False
 
 
 def _reference_path(to_dir: Path, meta: dict[str, Any]) -> Path:
@@ -45,34 +97,49 @@ def pack_reference(stats: fm.FeatureStats, to_dir: str | Path) -> Path:
     tensors = {"mu": np.ascontiguousarray(stats.mu, dtype=np.float64),
                "sigma_triu": np.ascontiguousarray(stats.sigma[iu], dtype=np.float64),  # (D(D+1)/2,)
                "features": np.ascontiguousarray(stats.features)}  # (K, D)
-    header = {**stats.meta, "n": stats.n, "dim": stats.dim, "format": fm.STATS_FORMAT}
+    # JSON-normalised (tuples as lists, ...) so the digest is over the header a reader gets back
+    header = json.loads(json.dumps({**stats.meta, "n": stats.n, "dim": stats.dim, "format": fm.STATS_FORMAT}))
+    header[DIGEST] = _reference_digest(header, tensors)
     path = _reference_path(Path(to_dir), stats.meta)
     write_atomic(path, save(tensors, metadata={_HEADER: json.dumps(header, sort_keys=True)}))
     return path
 
 
 def _header(path: Path) -> dict[str, Any] | None:
+    """The file's ganops header; None (and a warning) when the file cannot be read as a shipped reference."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="np") as f:
             header = json.loads((f.metadata() or {})[_HEADER])
-    except (SafetensorError, OSError, KeyError, ValueError):
-        return None  # not a shipped file: never a match
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        _not_reused(path, f"not a readable shipped reference ({_short(e)})")
+        return None
     return header if isinstance(header, dict) else None
 
 
 def find_reference(shipped_dir: str | Path, meta: dict[str, Any], n: int) -> tuple[fm.FeatureStats, Path] | None:
     """The shipped reference made from `n` images with exactly the header `meta` (data hash, network sha1,
-    resize, split, kept features), as FeatureStats with its path; None when there is none."""
+    resize, split, kept features), as FeatureStats with its path; None when there is none, or when the file
+    there fails its digest (a warning names it)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = _reference_path(Path(shipped_dir), meta)
     header = _header(path) if path.is_file() else None
     want = {**json.loads(json.dumps(meta)), "n": n, "format": fm.STATS_FORMAT}  # JSON-normalised like the file
-    if header is None or {k: v for k, v in header.items() if k != "dim"} != want:
+    if header is None or {k: v for k, v in header.items() if k not in ("dim", DIGEST)} != want:
         return None
-    arrays = load_file(str(path))
+    try:
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        _not_reused(path, f"not a readable shipped reference ({_short(e)})")
+        return None
+    if any(k not in arrays for k in _REF_TENSORS):
+        _not_reused(path, f"arrays {sorted(arrays)}, expected {sorted(_REF_TENSORS)} (damaged)")
+        return None
+    if _digest_fails(path, header.get(DIGEST), _reference_digest(header, arrays)):
+        return None
     mu, tri, feats = arrays["mu"], arrays["sigma_triu"], arrays["features"]  # (D,), (D(D+1)/2,), (K, D)
     d = len(mu)
     if tri.shape != (d * (d + 1) // 2,) or feats.ndim != 2 or feats.shape[1] != d:
@@ -100,19 +167,24 @@ def ship_floor(record: dict[str, Any], source_hash: str, to_dir: str | Path) -> 
     except KeyError as e:
         raise GanopsError(f"not a floor record: no {e}") from None
     path = _floor_path(Path(to_dir), key)
-    write_json(path, {"key": key, "floor": record})
+    doc = json.loads(json.dumps({"key": key, "floor": record}))  # as a reader will see it
+    write_json(path, doc | {DIGEST: _floor_digest(doc)})
     return path
 
 
 def find_floor(shipped_dir: str | Path, key: dict[str, Any]) -> tuple[dict[str, Any], Path] | None:
-    """The shipped floor record whose key equals `key`, with its path; None when there is none."""
+    """The shipped floor record whose key equals `key`, with its path; None when there is none, or when the file
+    there fails its digest (a warning names it)."""
     path = _floor_path(Path(shipped_dir), key)
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        _not_reused(path, f"not a readable shipped floor ({_short(e)})")
         return None
     if not isinstance(doc, dict) or doc.get("key") != key or not isinstance(doc.get("floor"), dict):
+        return None
+    if _digest_fails(path, doc.get(DIGEST), _floor_digest(doc)):
         return None
     return doc["floor"], path

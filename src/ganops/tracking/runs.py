@@ -30,6 +30,7 @@ from ganops.tracking.store import (
     _reason,
     check_store,
     get_or_create_experiment,
+    is_full,
     resolve_tracking_uri,
 )
 
@@ -131,6 +132,7 @@ class StageRun:
         self._rejected: list[str] = []  # calls dropped (refused, file gone): the run is tagged incomplete
         self._paused_until = 0.0
         self._warned = False
+        self._why = "it does not answer"  # why calls wait in the outbox: the last failure's reason
 
     @property
     def run_id(self) -> str:
@@ -157,6 +159,7 @@ class StageRun:
                 self._drop(call, entry, e)
                 return
             self._paused_until = time.monotonic() + PAUSE_S
+            self._why = _reason(e)
             self._keep(call, entry, e)
 
     def _keep(self, call: str, entry: dict[str, Any], error: Exception | None) -> None:
@@ -234,8 +237,10 @@ class StageRun:
         end = {"kind": "end", "status": status, "end_time": int(time.time() * 1000), "parent_id": self.parent_id}
         try:
             self._log("end_run", end)
-            # Ctrl-C or SIGTERM asked to stop: no waiting for the store then, the outbox keeps what is left
-            deadline, delay = time.monotonic() + (retry_seconds() if status != "KILLED" else 0.0), 1.0
+            # Ctrl-C or SIGTERM asked to stop: no waiting for the store then, the outbox keeps what is left; nor
+            # for a full disk, which frees no space by itself within the minutes a network blip lasts
+            wait = retry_seconds() if status != "KILLED" and not is_full(self._why) else 0.0
+            deadline, delay = time.monotonic() + wait, 1.0
             while self._outbox is not None and time.monotonic() + delay <= deadline:
                 time.sleep(delay)  # Ctrl-C here stops waiting too
                 delay, self._paused_until = min(2 * delay, 15.0), 0.0
@@ -245,9 +250,10 @@ class StageRun:
 
     def _report(self) -> None:
         if self._outbox is not None:
-            print(f"tracking: the store {redact(self.tracking_uri)} does not answer: run {self.run_id} stays RUNNING "
-                  f"with {self._outbox.pending()} call(s) kept in {self._outbox.path}; the next ganops command "
-                  "that reaches the store sends them (or `ganops flush`)", file=sys.stderr, flush=True)
+            print(f"tracking: the store {redact(self.tracking_uri)} did not take the run's calls ({self._why}): run "
+                  f"{self.run_id} stays RUNNING with {self._outbox.pending()} call(s) kept in {self._outbox.path}; "
+                  "the next ganops command that reaches the store sends them (or `ganops flush`)",
+                  file=sys.stderr, flush=True)
             self._outbox.close()  # the next command may send it now
         elif self._late:
             print(f"tracking: the store was unreachable for part of the run; {self._late} call(s) sent late to "

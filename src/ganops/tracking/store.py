@@ -20,12 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ganops.errors import GanopsError
+from ganops.errors import GanopsError, GanopsWarning
+from ganops.io import free_bytes
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 PROBE_TIMEOUT_S = 5  # http store probe: connect + read
+# A sqlite store needs room to take a stage's run: a new store's tables are ~1 MB, and every write first copies
+# the pages it changes to a journal beside the file. Below this the first write fails halfway ("database or disk
+# is full", a half-migrated new store), so the store is refused before the run instead.
+STORE_MIN_FREE_BYTES = 4 << 20
+_FULL = re.compile(r"database or disk is full|no space left on device|disk quota exceeded", re.IGNORECASE)
 STORE_TIMEOUT_S = 20.0  # one attempt on a database store (first sqlite use creates tables, ~2 s)
 STORE_BUDGET_S = 60.0  # all attempts on a busy database store; back-off 1, 2, 4, 8, 8 ... s between them
 # what a database says when it is in use rather than gone (sqlite, postgres, mysql), and `_within`'s
@@ -52,7 +58,7 @@ class TrackingError(GanopsError):
     """The tracking store cannot be used; the message names the URI and the reason."""
 
 
-class TrackingWarning(UserWarning):
+class TrackingWarning(GanopsWarning):
     """A logging call failed after the run started; the stage carried on."""
 
 
@@ -66,6 +72,9 @@ def _mlflow() -> Any:
 
     if quiet:  # mlflow may have been imported before us
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        # It logs every database error with its traceback ("SQLAlchemy database error. The following exception is
+        # caught") and then raises it; ganops reports what it raises in one line, so the log is only noise.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return mlflow
 
 
@@ -80,7 +89,15 @@ def _reason(exc: BaseException) -> str:
         return m.group(1).strip()
     if "timed out" in text.lower():
         return "no answer (timed out)"
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    if m := _FULL.search(text):
+        return m.group(0)
+    # sqlalchemy's "(sqlite3.OperationalError) <what the database said>": the class name tells a user nothing
+    return re.sub(r"^\([\w.]+\)\s*", "", text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def is_full(reason: str) -> bool:
+    """Whether an error text (or `_reason`) says the store's disk is full."""
+    return bool(_FULL.search(reason))
 
 
 def resolve_tracking_uri(repo_root: Path) -> str:
@@ -191,6 +208,10 @@ def _check_sqlite_path(uri: str) -> None:
         raise FileNotFoundError(f"directory {db.parent} does not exist")
     if not os.access(db.parent, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise PermissionError(f"{db if db.exists() else db.parent} is not writable")
+    if (free := free_bytes(db.parent)) < STORE_MIN_FREE_BYTES:
+        raise TrackingError(f"MLflow tracking store {db}: database or disk is full ({free} bytes free on its file "
+                            f"system, a run needs {STORE_MIN_FREE_BYTES >> 20} MiB); free space, or set "
+                            "MLFLOW_TRACKING_URI to another store")
 
 
 def _sqlite_locked(uri: str) -> bool:
@@ -240,20 +261,21 @@ def check_store(uri: str, budget_s: float = STORE_BUDGET_S) -> None:
     fails saying busy/locked; other errors (missing directory, not writable, not a database) fail at once.
     """
     _mlflow()
-    for note in store_notices(uri):  # before the first use creates the store
-        warnings.warn(note, TrackingWarning, stacklevel=2)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else "file"
     try:
+        if scheme == "sqlite":  # sqlite would only say "unable to open database file", or fill the disk halfway
+            _check_sqlite_path(uri)  # first: a store refused here is not created, so no notice says it will be
+        for note in store_notices(uri):  # before the first use creates the store
+            warnings.warn(note, TrackingWarning, stacklevel=2)
         if scheme in ("http", "https"):
             _probe_http(uri)  # one short request instead of MLflow's retry loop
         else:
-            if scheme == "sqlite":
-                _check_sqlite_path(uri)  # sqlite would only say "unable to open database file"
             _check_database(uri, budget_s)
     except TrackingError:
         raise
     except Exception as e:
-        raise TrackingError(f"MLflow tracking store {uri} is unreachable: {_reason(e)}") from e
+        how = "is full" if is_full(str(e)) else "is unreachable"  # it answered: it has no room
+        raise TrackingError(f"MLflow tracking store {uri} {how}: {_reason(e)}") from e
 
 
 def get_or_create_experiment(name: str, repo_root: Path, tracking_uri: str | None = None) -> str:
