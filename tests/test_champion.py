@@ -7,13 +7,8 @@ import base64
 import io
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +21,7 @@ from ganops.models.shipped import load_generator, sample_images
 from ganops.tracking import stage_run
 from ganops.tracking.model_registry import register_generator
 from tests.conftest import git
+from tests.serving import ModelServer, request
 from tests.test_registry import make_generator
 
 BIN = Path(sys.executable).parent
@@ -107,42 +103,15 @@ def test_lineage_answers_commit_data_params_and_metrics_in_one_screen(champ) -> 
     assert full["evaluate_run_id"] == version.run_id and full["generator"]["model"]["latent_dim"] == 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+    status, data = request(url, "/invocations", json.dumps(body).encode(), timeout=60)
+    return status, json.loads(data or b"{}")
 
 
 def test_mlflow_models_serve_answers_with_png_images(champ) -> None:
     root, path, _ = champ
-    port = _free_port()
-    mlflow_bin = shutil.which("mlflow", path=str(BIN)) or "mlflow"
-    server = subprocess.Popen([mlflow_bin, "models", "serve", "-m", "models:/gen@champion", "--env-manager", "local",
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=dict(os.environ),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not come up: {server.stderr.read().decode()[-2000:] if server.poll() else ''}")
-            time.sleep(0.5)
-        status, body = _post(f"http://127.0.0.1:{port}/invocations",
-                             {"dataframe_records": [{"seed": 9, "n": 3}, {"seed": 2, "n": 1}]})
+    with ModelServer("models:/gen@champion", root) as server:
+        status, body = _post(server.url, {"dataframe_records": [{"seed": 9, "n": 3}, {"seed": 2, "n": 1}]})
         assert status == 200, body
         rows = body["predictions"]
         assert [(r["request"], r["index"], r["seed"], r["class"]) for r in rows] == [
@@ -151,8 +120,5 @@ def test_mlflow_models_serve_answers_with_png_images(champ) -> None:
         want, _ = sample_images(G, config, 3, seed=9)
         got = torch.from_numpy(np.stack([png(base64.b64decode(r["image"])) for r in rows[:3]]))
         assert torch.equal(got, want[:, 0])
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"seed": 1, "n": 5000}]})
-        assert status >= 400 and "n must be in 1..1024" in json.dumps(body)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        status, body = _post(server.url, {"dataframe_records": [{"seed": 1, "n": 5000}]})
+        assert status == 400 and "row 0: n must be in 1..1024, got 5000" in body["message"]

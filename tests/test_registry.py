@@ -23,13 +23,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import ganops
-from ganops.checkpoint import save_checkpoint
-from ganops.config import ModelConfig
-from ganops.models import build_generator
 from ganops.models.shipped import load_generator, sample_images
 from ganops.tracking import TrackingError, resolve_tracking_uri, stage_run
 from ganops.tracking.model_registry import RegisteredVersion, load_registered_generator, register_generator
 from tests.conftest import git
+from tests.serving import save_generator
 
 LINEAGE = ("ganops.stage", "ganops.git_commit", "ganops.git_dirty", "ganops.params_hash", "ganops.pipeline",
            "ganops.data_hash")
@@ -56,14 +54,8 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> 
 
 def make_generator(path: Path, conditional: bool = False, seed: int = 0) -> Path:
     """A tiny random generator saved like `ganops train` saves one (28x28, 1 channel, 10 classes)."""
-    torch.manual_seed(seed)
-    model = ModelConfig(latent_dim=8, g_width=8, d_width=8, conditional=conditional)
-    G = build_generator(model, 28, 1, 10)
-    config = {"model": {"latent_dim": 8, "g_width": 8, "d_width": 8, "latent_dist": "normal",
-                        "conditional": conditional, "spectral_norm": False},
-              "image_size": 28, "channels": 1, "num_classes": 10, "class_names": [str(i) for i in range(10)],
-              "data_hash": "abc123", "ema": False}
-    return save_checkpoint(path, "generator", {"model": G.state_dict()}, config)
+    return save_generator(path, {"latent_dim": 8, "g_width": 8, "d_width": 8, "latent_dist": "normal",
+                                 "conditional": conditional, "spectral_norm": False}, seed)
 
 
 def register(repo: Path, generator: Path, name: str = "gen", **kw) -> RegisteredVersion:

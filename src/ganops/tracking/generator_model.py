@@ -10,8 +10,13 @@ loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false, and where ganops is not in
     # one row per image: request, index, seed, class, image (base64 PNG)
 
 Images are exactly `sample_images(G, config, n, seed, class_id)`, the same pixels `ganops sample` and the
-evaluate stage draw for that (seed, n, class). Do not import this module from ganops code: running it
-registers the model with MLflow (`set_model`), which is only meant to happen inside MLflow's loader.
+evaluate stage draw for that (seed, n, class). A request is refused whole (RequestError: a ValueError, and
+HTTP 400 naming the reason from `mlflow models serve`) before any image is drawn if a row is invalid or it
+asks for more than MAX_ROWS rows or MAX_IMAGES images. With GANOPS_CHECKPOINT_KEY set, the checkpoint must
+be signed with that key, as for `ganops sample`, or loading fails.
+
+Do not import this module from ganops code: running it registers the model with MLflow (`set_model`),
+which is only meant to happen inside MLflow's loader.
 """
 
 from __future__ import annotations
@@ -19,30 +24,51 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from numbers import Integral, Real
 from typing import Any
 
 import mlflow
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from PIL import Image
 
+from ganops.checkpoint import key_from_env
 from ganops.models.shipped import load_generator, sample_images
 
 ARTIFACT_KEY = "generator"  # the checkpoint's key in the model's `artifacts`
-MAX_N = 1024  # images per request row: bounds the memory and time of one call
+# What one request may ask for, checked before any image is drawn (the issue: one request of 4,000 rows
+# × 1,024 ran for minutes and grew past 1.7 GB). Measured on the default generator (28×28 gray, 2-core Xeon):
+# ~3,500 img/s, so MAX_IMAGES takes ~1-1.2 s and its answer is ~2.5 MB of JSON (~600 B an image as base64 PNG,
+# against 3 KB of float tensor that is freed batch by batch); a request's peak memory, ~100-150 MB, is G's
+# activations for one batch of up to 500 images (sample_images' batch). A row costs ~1.4 ms besides its
+# images, so MAX_ROWS adds at most ~0.35 s. MAX_IMAGES is also the most `ganops sample -n` draws.
+MAX_N = 1024  # images per request row
+MAX_IMAGES = 4096  # images per request: the sum of n over its rows
+MAX_ROWS = 256  # rows per request
 RANDOM_CLASS = -1  # `class` value (like a missing one) asking for random classes
 OUTPUT_COLUMNS = ["request", "index", "seed", "class", "image"]
 
 
+class RequestError(MlflowException, ValueError):
+    """A request the model refuses. A ValueError to Python callers; an MlflowException so that
+    `mlflow models serve` answers 400 with this message (any other exception becomes a generic
+    "unexpected error" whose reason only its stack trace names)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 def _as_int(value: Any, column: str, row: int) -> int:
-    """An integral number as int; ValueError naming the row and column otherwise."""
+    """An integral number as int; RequestError naming the row and column otherwise."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"row {row}: {column} must be an integer, got {value!r}")
+        raise RequestError(f"row {row}: {column} must be an integer, got {value!r}")
     if isinstance(value, Integral):
         return int(value)
     if not math.isfinite(value) or value != int(value):
-        raise ValueError(f"row {row}: {column} must be an integer, got {value!r}")
+        raise RequestError(f"row {row}: {column} must be an integer, got {value!r}")
     return int(value)
 
 
@@ -54,26 +80,32 @@ def _class_id(value: Any, row: int, config: dict[str, Any]) -> int | None:
     if class_id == RANDOM_CLASS:
         return None
     if not config["model"].get("conditional"):
-        raise ValueError(f"row {row}: class {class_id} given, but this generator is unconditional "
-                         f"(omit class or use {RANDOM_CLASS})")
+        raise RequestError(f"row {row}: class {class_id} given, but this generator is unconditional "
+                           f"(omit class or use {RANDOM_CLASS})")
     k = int(config["num_classes"])
     if not 0 <= class_id < k:
-        raise ValueError(f"row {row}: class must be in [0, {k}) or {RANDOM_CLASS} for random, got {class_id}")
+        raise RequestError(f"row {row}: class must be in [0, {k}) or {RANDOM_CLASS} for random, got {class_id}")
     return class_id
 
 
 def parse_requests(model_input: Any, config: dict[str, Any]) -> list[tuple[int, int, int | None]]:
-    """(seed, n, class_id or None) per input row; every row is checked before any image is drawn."""
+    """(seed, n, class_id or None) per input row. The whole request is checked (every row, MAX_ROWS,
+    MAX_IMAGES) before any image is drawn; RequestError (a ValueError) names the row or the bound."""
     df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
     if missing := [c for c in ("seed", "n") if c not in df.columns]:
-        raise ValueError(f"generator input needs columns seed and n (class optional); missing {missing}")
+        raise RequestError(f"generator input needs columns seed and n (class optional); missing {missing}")
+    if len(df) > MAX_ROWS:
+        raise RequestError(f"request has {len(df)} rows, at most {MAX_ROWS} are allowed: split it")
     classes = df["class"].tolist() if "class" in df.columns else [None] * len(df)
     requests = []
     for row, (seed, n, cls) in enumerate(zip(df["seed"].tolist(), df["n"].tolist(), classes, strict=True)):
         n = _as_int(n, "n", row)
         if not 1 <= n <= MAX_N:
-            raise ValueError(f"row {row}: n must be in 1..{MAX_N}, got {n}")
+            raise RequestError(f"row {row}: n must be in 1..{MAX_N}, got {n}")
         requests.append((_as_int(seed, "seed", row), n, _class_id(cls, row, config)))
+    if (total := sum(n for _, n, _ in requests)) > MAX_IMAGES:
+        raise RequestError(f"request asks for {total} images (the sum of n over its {len(requests)} rows), "
+                           f"at most {MAX_IMAGES} are allowed: split it")
     return requests
 
 
@@ -90,7 +122,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     """Seeded samples of a ganops generator: one output row per image, as base64 PNG."""
 
     def load_context(self, context: Any) -> None:
-        self.G, self.config = load_generator(context.artifacts[ARTIFACT_KEY])
+        # Held to the signing key as `ganops sample` is: with GANOPS_CHECKPOINT_KEY set, an unsigned or
+        # otherwise signed checkpoint raises CheckpointError here, so `mlflow models serve` does not start.
+        self.G, self.config = load_generator(context.artifacts[ARTIFACT_KEY], key=key_from_env(os.environ))
 
     # A DataFrame hint: MLflow passes the input through as is (other hints make it wrap and convert
     # predict; none makes it warn at every load).
