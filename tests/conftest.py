@@ -163,6 +163,11 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+# 127.0.0.1 without any proxy: urlopen's global opener keeps the proxy settings of its first use, which may
+# be a test's dead proxy (test_prepare's offline download); the health check must not depend on test order.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1: the artifact proxy in `root`, the backend store `backend` (default a
     sqlite file in `root`), its log in root/server.log. stop() kills it (the whole process group: uvicorn, its
@@ -191,7 +196,7 @@ class MlflowServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                with _DIRECT.open(f"{self.uri}/health", timeout=2) as resp:
                     if resp.status == 200:
                         return
             except OSError:

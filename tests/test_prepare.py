@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,10 @@ def test_download_offline_says_how_to_get_the_data(tmp_path, monkeypatch):
     # a proxy on a closed port makes the download fail fast even where a network exists
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
-    res, out = prepare(tmp_path, {"source": "mnist", "path": "unused", "download": True})
+    try:
+        res, out = prepare(tmp_path, {"source": "mnist", "path": "unused", "download": True})
+    finally:
+        urllib.request.install_opener(None)  # urlopen's opener was built with the dead proxy: drop it
     assert_clean_failure(res, out, 2, "could not download mnist", "offline?")
     _one_line(res)
 
