@@ -17,7 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ganops.config import ModelConfig
-from ganops.models import build_discriminator, build_generator
+from ganops.models.discriminator import build_discriminator
+from ganops.models.generator import build_generator
 
 
 class UInt8ImageDataset(Dataset):

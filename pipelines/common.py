@@ -123,7 +123,7 @@ def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[
 def prepared_meta(data: Path) -> dict[str, Any]:
     """The prepared data's meta.json, refused early if the networks cannot take its image size."""
     from ganops.data.prepared import read_meta
-    from ganops.models import size_plan
+    from ganops.models.blocks import size_plan
 
     meta = read_meta(data)
     try:

@@ -30,7 +30,7 @@ import torch
 
 from ganops.checkpoint import save_checkpoint
 from ganops.config import ModelConfig
-from ganops.models import build_generator
+from ganops.models.generator import build_generator
 
 BIN = Path(sys.executable).parent  # `mlflow models serve` execs `uvicorn`, which must be on PATH
 SIZES = (1, 16, 64, 256)  # n of one valid row: one image to a quarter of MAX_N

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from ganops.checkpoint import KEY_ENV, CheckpointError, digest, key_from_env, load_checkpoint, save_checkpoint
 from ganops.config import ModelConfig, TrainConfig
-from ganops.models import build_generator
+from ganops.models.generator import build_generator
 from ganops.training.common import NullSink
 from ganops.training.gan import train_gan
 from pipelines.cli import app

@@ -155,7 +155,7 @@ def test_judge_fid_is_zero_on_the_reference_and_large_on_noise(judged: tuple[Jud
 
 def test_score_fn_is_repeatable_and_leaves_the_generator_mode_alone(judged: tuple[JudgeNet, dict],
                                                                    fashion: dict) -> None:
-    from ganops.models import build_generator
+    from ganops.models.generator import build_generator
 
     model, _ = judged
     cfg = ModelConfig(latent_dim=16, g_width=8, conditional=True)

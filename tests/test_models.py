@@ -7,19 +7,17 @@ import torch
 from torch import nn
 
 from ganops.config import ModelConfig
-from ganops.models import (
+from ganops.models.autoencoder import (
     AEOutput,
     Autoencoder,
-    Discriminator,
-    Generator,
     build_autoencoder,
-    build_discriminator,
-    build_generator,
-    init_weights,
     load_autoencoder_into_discriminator,
     load_autoencoder_into_generator,
-    sample_latent,
 )
+from ganops.models.blocks import init_weights
+from ganops.models.discriminator import Discriminator, build_discriminator
+from ganops.models.generator import Generator, build_generator
+from ganops.models.latent import sample_latent
 
 SIZES = (28, 32, 64)
 CHANNELS = (1, 3)

@@ -87,13 +87,13 @@ def test_pretrained_weights_load_into_generator_and_discriminator(workspace):
     assert pretrain(workspace).exit_code == 0
     from ganops.checkpoint import load_checkpoint
     from ganops.config import ModelConfig
-    from ganops.models import (
+    from ganops.models.autoencoder import (
         build_autoencoder,
-        build_discriminator,
-        build_generator,
         load_autoencoder_into_discriminator,
         load_autoencoder_into_generator,
     )
+    from ganops.models.discriminator import build_discriminator
+    from ganops.models.generator import build_generator
 
     state, config = load_checkpoint(workspace / "models/ae.pt", kind="autoencoder")
     cfg = ModelConfig(**config["model"])

@@ -14,13 +14,13 @@ from torch.nn.utils import parametrize
 
 from ganops.checkpoint import load_checkpoint
 from ganops.config import ModelConfig, TrainConfig
-from ganops.models import (
+from ganops.models.autoencoder import (
     build_autoencoder,
-    build_discriminator,
-    build_generator,
     load_autoencoder_into_discriminator,
     load_autoencoder_into_generator,
 )
+from ganops.models.discriminator import build_discriminator
+from ganops.models.generator import build_generator
 from ganops.params import from_dict
 from ganops.training.common import NullSink
 from ganops.training.flops import count_flops

@@ -12,7 +12,7 @@ from ganops.data.prepared import check_trained_on
 from ganops.errors import DataError
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.pixel import pixel_fd_scorer, pooled_pixels
-from ganops.models import build_generator
+from ganops.models.generator import build_generator
 from ganops.models.shipped import generate, sample_images, seeded_latents
 
 L, K = 8, 10

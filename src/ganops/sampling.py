@@ -29,7 +29,7 @@ def interpolate(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int,
                 class_id: int | None = None) -> torch.Tensor:
     """n uint8 images (n, C, H, W) along a path between two seeded latents (slerp for normal latents,
     a straight line for uniform ones); a conditional G keeps one class (given, or drawn by the seed)."""
-    from ganops.models import sample_latent
+    from ganops.models.latent import sample_latent
     from ganops.models.shipped import generate
     from ganops.runtime import to_uint8
 

@@ -164,28 +164,7 @@ def load_autoencoder_into_discriminator(D: Discriminator,
     return sorted(k for k in D.state_dict() if k not in loaded)
 
 
-# ---------------------------------------------------------------- builders
-
-def _classes(cfg: ModelConfig, num_classes: int) -> int:
-    if not cfg.conditional:
-        return 0
-    if num_classes < 1:
-        raise ValueError(f"model.conditional needs labelled data (num_classes >= 1), got {num_classes}")
-    return num_classes
-
-
-def build_generator(cfg: ModelConfig, image_size: int, channels: int, num_classes: int = 0) -> Generator:
-    """G from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
-    return Generator(cfg.latent_dim, channels, image_size, cfg.g_width, _classes(cfg, num_classes), cfg.depth,
-                     cond_bn=cfg.g_cond_bn, upsample=cfg.g_upsample)
-
-
-def build_discriminator(cfg: ModelConfig, image_size: int, channels: int,
-                        num_classes: int = 0) -> Discriminator:
-    """D from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
-    return Discriminator(channels, image_size, cfg.d_width, _classes(cfg, num_classes), cfg.spectral_norm,
-                         cfg.depth, cfg.d_hidden)
-
+# ---------------------------------------------------------------- builder
 
 def build_autoencoder(cfg: ModelConfig, image_size: int, channels: int,
                       variational: bool = False) -> Autoencoder:

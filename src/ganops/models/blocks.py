@@ -37,6 +37,15 @@ def size_plan(image_size: int, channels: int) -> tuple[int, int]:
     return _PLAN[image_size]
 
 
+def conditional_classes(conditional: bool, num_classes: int) -> int:
+    """The classes a network is conditioned on: `num_classes` when `model.conditional`, else 0."""
+    if not conditional:
+        return 0
+    if num_classes < 1:
+        raise ValueError(f"model.conditional needs labelled data (num_classes >= 1), got {num_classes}")
+    return num_classes
+
+
 def check_positive(**values: int) -> None:
     """ValueError naming the first argument that is not a positive int."""
     for name, v in values.items():

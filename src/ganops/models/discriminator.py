@@ -7,10 +7,15 @@ D's own and stay at their init after a transfer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from ganops.models.blocks import ConvTrunk, apply_spectral_norm, init_weights
+from ganops.models.blocks import ConvTrunk, apply_spectral_norm, conditional_classes, init_weights
+
+if TYPE_CHECKING:
+    from ganops.config import ModelConfig
 
 
 class Discriminator(nn.Module):
@@ -67,3 +72,9 @@ class Discriminator(nn.Module):
                 raise ValueError("conditional discriminator needs labels y of shape (B,)")
             logit = logit + (self.cond_embed(y) * f).sum(1)  # (B,)  projection term
         return logit
+
+
+def build_discriminator(cfg: ModelConfig, image_size: int, channels: int, num_classes: int = 0) -> Discriminator:
+    """D from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
+    return Discriminator(channels, image_size, cfg.d_width, conditional_classes(cfg.conditional, num_classes),
+                         cfg.spectral_norm, cfg.depth, cfg.d_hidden)

@@ -7,18 +7,24 @@ decoder never has: they are the keys `load_state_dict(strict=False)` reports mis
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ganops.models.blocks import (
     check_depth,
     check_positive,
+    conditional_classes,
     init_weights,
     refine_layers,
     size_plan,
     up_block,
     up_layer,
 )
+
+if TYPE_CHECKING:
+    from ganops.config import ModelConfig
 
 
 class Generator(nn.Module):
@@ -97,3 +103,10 @@ class Generator(nn.Module):
         gain = self.cond_bn_gain[i](y)[:, :, None, None]  # (B, c, 1, 1)
         shift = self.cond_bn_shift[i](y)[:, :, None, None]  # (B, c, 1, 1)
         return x * (1 + gain.to(x.dtype)) + shift.to(x.dtype)
+
+
+def build_generator(cfg: ModelConfig, image_size: int, channels: int, num_classes: int = 0) -> Generator:
+    """G from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
+    return Generator(cfg.latent_dim, channels, image_size, cfg.g_width,
+                     conditional_classes(cfg.conditional, num_classes), cfg.depth,
+                     cond_bn=cfg.g_cond_bn, upsample=cfg.g_upsample)

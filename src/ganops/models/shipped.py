@@ -22,7 +22,7 @@ import torch
 
 from ganops.checkpoint import CheckpointError, load_checkpoint
 from ganops.config import ModelConfig
-from ganops.models.autoencoder import build_generator
+from ganops.models.generator import build_generator
 from ganops.models.latent import sample_latent
 from ganops.runtime import to_uint8
 

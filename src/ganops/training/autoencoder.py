@@ -11,7 +11,7 @@ import torch
 
 from ganops import losses
 from ganops.config import ModelConfig, PretrainConfig
-from ganops.models import Autoencoder, build_autoencoder
+from ganops.models.autoencoder import Autoencoder, build_autoencoder
 from ganops.runtime import autocast, progress_bar, seed_everything, setup_runtime, to_model_input
 from ganops.training.common import MetricSink
 from ganops.training.flops import counted

@@ -12,10 +12,13 @@ from typing import Any
 
 import torch
 
-from ganops import losses, models, runtime
+from ganops import losses, runtime
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
-from ganops.models import Generator, sample_latent
+from ganops.models.autoencoder import load_autoencoder_into_discriminator, load_autoencoder_into_generator
+from ganops.models.discriminator import build_discriminator
+from ganops.models.generator import Generator, build_generator
+from ganops.models.latent import sample_latent
 from ganops.runtime import autocast
 from ganops.training.diffaugment import diff_augment
 from ganops.training.distributed import DistInfo
@@ -33,8 +36,8 @@ class Game:
         self.cond, self.num_classes = model_cfg.conditional, num_classes
         self.x = train_x.to(device)  # uint8 (N, C, H, W); a no-op on CPU
         self.y = train_y.to(device)  # (N,)
-        self.G = models.build_generator(model_cfg, h, c, num_classes).to(device)
-        self.D = models.build_discriminator(model_cfg, h, c, num_classes).to(device)
+        self.G = build_generator(model_cfg, h, c, num_classes).to(device)
+        self.D = build_discriminator(model_cfg, h, c, num_classes).to(device)
         if cfg.channels_last:
             self.G = self.G.to(memory_format=torch.channels_last)
             self.D = self.D.to(memory_format=torch.channels_last)
@@ -51,8 +54,8 @@ class Game:
 
     def init_from_autoencoder(self, ae_state: dict[str, Any], log: Callable[[str], Any]) -> None:
         try:
-            g_left = models.load_autoencoder_into_generator(self.G, ae_state)
-            d_left = models.load_autoencoder_into_discriminator(self.D, ae_state)
+            g_left = load_autoencoder_into_generator(self.G, ae_state)
+            d_left = load_autoencoder_into_discriminator(self.D, ae_state)
         except ValueError as e:
             raise GanopsError(f"init_from_autoencoder: {e}") from None
         log(f"init from autoencoder: G keys left at init: {', '.join(g_left) or 'none'}; "

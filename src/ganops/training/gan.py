@@ -31,7 +31,9 @@ import torch
 from ganops import runtime
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
-from ganops.models import Discriminator, Generator, sample_latent
+from ganops.models.discriminator import Discriminator
+from ganops.models.generator import Generator
+from ganops.models.latent import sample_latent
 from ganops.training.common import MetricSink, NullSink
 from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
 from ganops.training.flops import counted

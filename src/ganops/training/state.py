@@ -37,7 +37,7 @@ from torch.utils.data import DistributedSampler
 from ganops.checkpoint import load_checkpoint, save_checkpoint
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
-from ganops.models import build_generator
+from ganops.models.generator import build_generator
 from ganops.training.distributed import DistInfo, all_reduce_mean
 
 STREAMS = ("latent", "augment")  # the loop's own torch.Generator streams
