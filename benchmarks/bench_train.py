@@ -35,8 +35,7 @@ from ganops.training.common import NullSink  # noqa: E402
 from ganops.training.distributed import DistInfo  # noqa: E402
 from ganops.training.flops import step_flops  # noqa: E402
 from ganops.training.game import Game  # noqa: E402
-from ganops.training.gan import train_gan  # noqa: E402
-from ganops.training.state import EpochPlan  # noqa: E402
+from ganops.training.gan import EpochPlan, train_gan  # noqa: E402
 
 # The default data's shape (meta.json of a prepared Fashion-MNIST), for a machine without it.
 FALLBACK_SHAPE, FALLBACK_CLASSES, FALLBACK_N = (1, 28, 28), 10, 60_000
@@ -62,10 +61,10 @@ def real_step_flops(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y
     device, amp = runtime.setup_runtime(cfg)
     dist = DistInfo()
     game = Game(cfg, model_cfg, x, y, k, device, amp, dist)
-    game.start(dist)
+    game.wrap_ddp(dist)
     plan = EpochPlan(len(x), cfg, dist)
     batches = plan.epoch(0)[0]
-    return step_flops(game, batches, step=1), sum(len(b) for b in batches), amp
+    return step_flops(game, batches), sum(len(b) for b in batches), amp
 
 
 def ganops_throughput(cfg: TrainConfig, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, k: int) -> float:

@@ -12,14 +12,17 @@ test statistics (`stats/test_inception.safetensors`), drawn exactly as `ganops e
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from ganops.checkpoint import load_checkpoint
-from ganops.metrics.fid import FeatureStats, frechet_distance
-from ganops.metrics.inception import extract_features
-from ganops.models.shipped import load_generator, sample_stream
-from ganops.training.ema import stats_error
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.batchnorm_check: the check the tests run too
+
+from ganops.checkpoint import load_checkpoint  # noqa: E402
+from ganops.metrics.fid import FeatureStats, frechet_distance  # noqa: E402
+from ganops.metrics.inception import extract_features  # noqa: E402
+from ganops.models.shipped import load_generator, sample_stream  # noqa: E402
+from tests.batchnorm_check import stats_error  # noqa: E402
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def game_for(model_cfg: ModelConfig, precision: str) -> Game:
     x, y = tiny_data(4 * B)
     device = torch.device("cpu")
     game = Game(cfg, model_cfg, x, y, 10, device, autocast_dtype(device, precision), DistInfo())
-    game.start(DistInfo())
+    game.wrap_ddp(DistInfo())
     return game
 
 

@@ -21,12 +21,13 @@ from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
 from ganops.models.autoencoder import build_autoencoder
 from ganops.models.generator import build_generator
+from ganops.models.shipped import load_generator
 from ganops.training.common import NullSink
 from ganops.training.diffaugment import diff_augment
-from ganops.training.ema import EMA, stats_error
+from ganops.training.ema import EMA
 from ganops.training.gan import HISTORY_COLUMNS, GanResult, NonFiniteLoss, train_gan
-from ganops.training.state import generator_from_checkpoint
 
+from .batchnorm_check import stats_error
 from .gan_worker import tiny_data
 
 TESTS = Path(__file__).resolve().parent
@@ -196,7 +197,7 @@ def test_reports_history_grids_and_best_checkpoint(tmp_path: Path, data: Any) ->
     assert m["steps"] == 16 and m["epochs"] == 2 and m["best_score"] == pytest.approx(scores.min())
     assert m["img_per_s"] > 0 and all(math.isfinite(m[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
     assert not res.generator.training and res.generator is not res.raw_generator
-    shipped, config = generator_from_checkpoint(tmp_path / "last.pt")
+    shipped, config = load_generator(tmp_path / "last.pt")
     assert tensors_equal(shipped.state_dict(), res.generator.state_dict()) == []
     assert config["model"] == dataclasses.asdict(TINY) and config["data"]["image_size"] == 28
 
@@ -300,11 +301,11 @@ def test_shipped_generator_has_standing_batchnorm_statistics(tmp_path: Path, dat
     model = dataclasses.replace(TINY, conditional=True)
     res = train(tmp_path, data, dataclasses.replace(FAST, ema_decay=0.99), model=model)
     # what is shipped (in memory and in last.pt) normalises with the statistics of its own activations
-    for G in (res.generator, generator_from_checkpoint(tmp_path / "last.pt")[0]):
+    for G in (res.generator, load_generator(tmp_path / "last.pt")[0]):
         worst_mean, worst_var = stats_error(G, TINY.latent_dist, seed=12345)
         assert worst_mean < 0.05 and worst_var < 0.05, (worst_mean, worst_var)
     # the same averaged weights with the live G's statistics copied in (the old EMA) fail the same check
-    copied = generator_from_checkpoint(tmp_path / "last.pt")[0]
+    copied = load_generator(tmp_path / "last.pt")[0]
     for b, src in zip(copied.buffers(), res.raw_generator.buffers(), strict=True):
         b.copy_(src)
     worst_mean, worst_var = stats_error(copied, TINY.latent_dist, seed=12345)

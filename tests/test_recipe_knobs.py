@@ -24,8 +24,7 @@ from ganops.models.generator import build_generator
 from ganops.params import from_dict
 from ganops.training.common import NullSink
 from ganops.training.flops import count_flops
-from ganops.training.game import lr_factor
-from ganops.training.gan import GanResult, train_gan
+from ganops.training.gan import GanResult, lr_factor, train_gan
 
 from .gan_worker import tiny_data
 

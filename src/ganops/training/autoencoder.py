@@ -13,7 +13,7 @@ from ganops import losses
 from ganops.config import ModelConfig, PretrainConfig
 from ganops.models.autoencoder import Autoencoder, build_autoencoder
 from ganops.runtime import autocast, progress_bar, seed_everything, setup_runtime, to_model_input
-from ganops.training.common import MetricSink
+from ganops.training.common import MetricSink, shuffled_batches
 from ganops.training.flops import counted
 
 N_SHOW = 16  # test images shown beside their reconstructions
@@ -25,16 +25,6 @@ class PretrainResult:
     model: Autoencoder
     history: pd.DataFrame  # one row per epoch: epoch, step, train_loss, test_loss, img_per_s, seconds
     metrics: dict[str, float]
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """A seeded permutation cut into batches; the last partial batch is dropped when
-    there is more than one batch (BatchNorm on a 1-image batch is undefined)."""
-    perm = torch.randperm(n, generator=gen)
-    cuts = list(perm.split(batch_size))
-    if len(cuts) > 1 and len(cuts[-1]) < batch_size:
-        cuts.pop()
-    return cuts
 
 
 def _step_loss(model: Autoencoder, x: torch.Tensor, cfg: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +96,7 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
     rows: list[dict[str, float]] = []
     step = 0
     step_flops: int | None = None  # matmul/conv FLOPs of one step (training.flops), for the compute budget
-    steps_per_epoch = len(_batches(len(train_x), cfg.batch_size, torch.Generator().manual_seed(0)))
+    steps_per_epoch = len(shuffled_batches(len(train_x), cfg.batch_size, torch.Generator().manual_seed(0)))
     log(f"pretrain: {'VAE' if cfg.variational else 'autoencoder'} on {len(train_x)} images {c}×{h}×{w}, "
         f"{cfg.epochs} epochs × {steps_per_epoch} steps, device {device}, "
         f"autocast {amp or 'off'}, channels_last {cfg.channels_last}")
@@ -114,7 +104,7 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             run_loss, seen = 0.0, 0
-            for idx in _batches(len(train_x), cfg.batch_size, gen):
+            for idx in shuffled_batches(len(train_x), cfg.batch_size, gen):
                 x = to_model_input(train_x[idx], device, cfg.channels_last)  # (B, C, H, W)
 
                 def take_step() -> tuple[torch.Tensor, torch.Tensor]:

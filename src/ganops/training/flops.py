@@ -1,11 +1,11 @@
 """FLOPs of the training step ganops takes, counted by torch's FlopCounterMode.
 
-    flops = step_flops(game, batches, step)   # FLOPs of that G step (its d_steps D updates included)
+    flops = step_flops(game, batches)         # FLOPs of that G step (its d_steps D updates included)
     total = flops * steps                     # every step has the same shapes
 
 FlopCounterMode counts matrix products and convolutions, forward and backward (2·m·n·k per
 m×k by k×n product): the work that bounds a step. Elementwise ops, losses, the optimiser and the
-EMA update are not counted. Counting around `Game.train_step` itself, not a re-enactment of it,
+EMA update (which follows the step) are not counted. Counting around `Game.train_step` itself, not a re-enactment of it,
 keeps the figure true to what ganops runs: G's update passes B fakes through a spectral-norm D,
 but 2B images (the reals beside the fakes) through a D with BatchNorm. The counts depend on
 shapes only, not on the CPU, the precision or the values.
@@ -60,10 +60,10 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counted(fn)[1]
 
 
-def step_flops(game: Game, batches: list[torch.Tensor], step: int = 1) -> int:
-    """FLOPs of `game.train_step(batches, step)`: d_steps D updates on the index batches, then the G update.
+def step_flops(game: Game, batches: list[torch.Tensor]) -> int:
+    """FLOPs of `game.train_step(batches)`: d_steps D updates on the index batches, then the G update.
 
-    The step is taken (weights, optimisers, EMA and RNG streams move on), so count a run's first
+    The step is taken (weights, optimisers and RNG streams move on), so count a run's first
     step rather than an extra one, or use a game built for counting.
     """
-    return count_flops(lambda: game.train_step(batches, step))
+    return count_flops(lambda: game.train_step(batches))

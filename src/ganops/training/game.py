@@ -1,33 +1,29 @@
-"""The DCGAN game: G, D, their optimisers, EMA and RNG streams, and one training step.
+"""The DCGAN game's mathematics: G, D, their optimisers and RNG streams, and one training step.
 
-`ganops.training.gan.train_gan` owns the loop around it (epochs, checkpoints, reports). One G step
-is d_steps D updates, each on a fresh real batch, then one G update; each update touches only its
-own network's weights (the other's grads are never stepped).
+`ganops.training.gan.train_gan` is the loop around it (schedule, EMA, scoring, checkpoints, reports). One G
+step is d_steps D updates, each on a fresh real batch, then one G update; each update touches only its own
+network's weights (the other's grads are never stepped).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from ganops import losses, runtime
 from ganops.config import ModelConfig, TrainConfig
-from ganops.errors import GanopsError
-from ganops.models.autoencoder import load_autoencoder_into_discriminator, load_autoencoder_into_generator
 from ganops.models.discriminator import build_discriminator
-from ganops.models.generator import Generator, build_generator
+from ganops.models.generator import build_generator
 from ganops.models.latent import sample_latent
 from ganops.runtime import autocast
 from ganops.training.diffaugment import diff_augment
 from ganops.training.distributed import DistInfo
-from ganops.training.ema import EMA, standing_stats
 from ganops.training.state import STREAMS, stream_generator
+
+STATS = ("d_loss", "g_loss", "d_real", "d_fake")  # what a step returns, in this order
 
 
 class Game:
-    """G, D, optimisers, EMA and RNG streams; one training step; (de)serialisation."""
+    """G, D, their optimisers and the RNG streams the step draws from; one training step."""
 
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, train_x: torch.Tensor, train_y: torch.Tensor,
                  num_classes: int, device: torch.device, amp: torch.dtype | None, dist: DistInfo) -> None:
@@ -46,25 +42,13 @@ class Game:
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas, fused=True)
-        self.ema: EMA | None = None
         self.streams = {name: stream_generator(cfg.seed, name, dist.rank) for name in STREAMS}
         self.ops = cfg.diffaugment_ops
         self.real_target = 1.0 - cfg.label_smoothing if cfg.loss == "bce" else 1.0
         self.d_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.D.modules())
 
-    def init_from_autoencoder(self, ae_state: dict[str, Any], log: Callable[[str], Any]) -> None:
-        try:
-            g_left = load_autoencoder_into_generator(self.G, ae_state)
-            d_left = load_autoencoder_into_discriminator(self.D, ae_state)
-        except ValueError as e:
-            raise GanopsError(f"init_from_autoencoder: {e}") from None
-        log(f"init from autoencoder: G keys left at init: {', '.join(g_left) or 'none'}; "
-            f"D keys left at init: {', '.join(d_left) or 'none'}")
-
-    def start(self, dist: DistInfo) -> None:
-        """EMA copy of the initialised G; DDP wrappers (built while every parameter trains)."""
-        if self.cfg.ema_decay > 0:
-            self.ema = EMA(self.G, self.cfg.ema_decay)
+    def wrap_ddp(self, dist: DistInfo) -> None:
+        """DDP wrappers for the training forwards (built while every parameter trains); a no-op alone."""
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -72,24 +56,6 @@ class Game:
             # forward_sync_buffers is torch 2.14's name for broadcast_buffers: rank 0's BN stats each forward
             self.G_train = DDP(self.G.requires_grad_(True), device_ids=ids, forward_sync_buffers=True)
             self.D_train = DDP(self.D.requires_grad_(True), device_ids=ids, forward_sync_buffers=True)
-
-    def shipped(self) -> Generator:
-        return self.ema.model if self.ema is not None else self.G  # type: ignore[return-value]
-
-    def stand_shipped(self) -> Generator:
-        """The shipped G with BatchNorm statistics recomputed for its current weights (ema.standing_stats);
-        the loop calls this before it scores, draws or writes the shipped G. Seeded on its own, so the
-        training streams (and exact resume) are untouched."""
-        G = self.shipped()
-        standing_stats(G, self.model_cfg.latent_dist, stream_generator(self.cfg.seed, "standing").initial_seed())
-        return G
-
-    def set_lr(self, factor: float) -> None:
-        """Both optimisers at `factor` × their configured learning rates (the loop sets it every step from
-        the step number alone, so a resumed run follows the same schedule)."""
-        for opt, base in ((self.opt_g, self.cfg.g_lr), (self.opt_d, self.cfg.d_lr)):
-            for group in opt.param_groups:
-                group["lr"] = base * factor
 
     def latent(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """z (n, L) and, when conditional, uniformly drawn fake labels (n,), from the latent stream."""
@@ -101,8 +67,8 @@ class Game:
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.ops, self.streams["augment"]) if self.ops else x
 
-    def train_step(self, batches: list[torch.Tensor], step: int) -> torch.Tensor:
-        """d_steps D updates (one per index batch), then one G update. (4,) STATS, on device."""
+    def train_step(self, batches: list[torch.Tensor]) -> torch.Tensor:
+        """d_steps D updates (one per index batch), then one G update. (len(STATS),) on device."""
         cfg, amp, dev = self.cfg, self.amp, self.device
         # (1) update D: maximise log D(x) + log(1 - D(G(z)))  (the bce form; other losses alike)
         self.G.requires_grad_(False)
@@ -148,47 +114,5 @@ class Game:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        if self.ema is not None:
-            self.ema.update(self.G, step)
         return torch.stack([loss_d.detach(), loss_g.detach(),
                             real_logits.detach().sigmoid().mean(), fake_logits.detach().sigmoid().mean()])
-
-    def grad_norms(self) -> tuple[float, float]:
-        """‖∇G‖₂, ‖∇D‖₂ of the last update (grads live until the next zero_grad)."""
-        def norm(m: torch.nn.Module) -> float:
-            grads = [p.grad for p in m.parameters() if p.grad is not None]
-            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
-        return norm(self.G), norm(self.D)
-
-    def state(self) -> dict[str, Any]:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"] if state["ema"] is not None else state["G"])
-
-
-def lr_factor(step: int, total: int, decay: float) -> float:
-    """Learning-rate multiplier for G step `step` (0-based) of `total`: 1, then falling linearly towards 0
-    over the last `decay` share of the steps (0 = constant). The last step still moves (factor 1/n)."""
-    n = decay * total  # steps in the decay
-    start = total - n
-    if n <= 0 or step < start:
-        return 1.0
-    return max(total - step, 0) / n
-
-
-@torch.no_grad()
-def generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Images (n, C, H, W) in [-1, 1] in eval mode, leaving G's mode (and BN stats) as they were."""
-    was = G.training
-    G.eval()
-    out = G(z, y).float()
-    G.train(was)
-    return out

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ganops.config import RuntimeConfig
 from ganops.metrics.judge import JudgeNet, judge_predict
 from ganops.runtime import autocast, progress_bar, seed_everything, setup_runtime, to_model_input
+from ganops.training.common import shuffled_batches
 
 
 def _check_split(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
@@ -24,15 +25,6 @@ def _check_split(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int) 
         raise ValueError(f"{name}: {len(x)} images for {len(y)} labels")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"{name}: labels span [{int(y.min())}, {int(y.max())}], expected [0, {num_classes})")
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """A seeded permutation cut into batches; a trailing partial batch is dropped when there is more
-    than one batch (a tiny last batch gives BatchNorm noisy statistics)."""
-    cuts = list(torch.randperm(n, generator=gen).split(batch_size))
-    if len(cuts) > 1 and len(cuts[-1]) < batch_size:
-        cuts.pop()
-    return cuts
 
 
 def train_judge(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -63,7 +55,7 @@ def train_judge(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = len(_batches(len(train_x), batch_size, torch.Generator().manual_seed(0)))
+    steps_per_epoch = len(shuffled_batches(len(train_x), batch_size, torch.Generator().manual_seed(0)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
     log(f"judge: {len(train_x)} images {c}×{h}×{h}, {num_classes} classes, width {width}, "
         f"{epochs} epochs × {steps_per_epoch} steps, device {device}, autocast {amp or 'off'}, "
@@ -76,7 +68,7 @@ def train_judge(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
             model.train()
             t0 = time.perf_counter()
             loss_sum, correct, seen = 0.0, 0, 0
-            for idx in _batches(len(train_x), batch_size, gen):
+            for idx in shuffled_batches(len(train_x), batch_size, gen):
                 x = to_model_input(train_x[idx], device, runtime.channels_last)  # (B, C, S, S)
                 y = train_y[idx].to(device)  # (B,)
                 with autocast(device, amp):

@@ -1,12 +1,11 @@
-"""Where a GAN run is and how to get back there: data order, RNG streams, checkpoint content.
+"""A GAN run's checkpoint (last.pt, best.pt): what it holds, writing it, and getting back to it.
 
-    EpochPlan            which index batches each rank trains on in each epoch
-    stream_generator     the loop's seeded torch.Generator streams (latent, augment)
+    stream_generator     the run's seeded torch.Generator streams (latent, augment)
     capture/restore_rng  every RNG state of a process, checkpointable
-    write/read_gan_checkpoint, check_resumable   last.pt / best.pt and the resume checks
-    run_identity, continues                       whether last.pt is this run's (resume="auto")
-    generator_from_checkpoint                     the shipped G of last.pt / best.pt
-    StepMeter            per-step stats kept on device until a log point; throughput
+    run_config, run_identity   the config and identity stored with the checkpoint
+    continues            whether last.pt is this run's (resume="auto"), loaded once
+    Progress             where a run is and what it has measured (saved with the weights)
+    save_gan_checkpoint, read_gan_checkpoint, load_nets   last.pt / best.pt and the resume checks
 
 A run is reproducible to the bit when every source of randomness is either a pure
 function of (seed, epoch) or saved here:
@@ -25,23 +24,23 @@ import dataclasses
 import hashlib
 import math
 import random
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler
 
 from ganops.checkpoint import load_checkpoint, save_checkpoint
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
-from ganops.models.generator import build_generator
-from ganops.training.distributed import DistInfo, all_reduce_mean
+from ganops.training.distributed import DistInfo, barrier, broadcast_buffers, gather_objects
 
-STREAMS = ("latent", "augment")  # the loop's own torch.Generator streams
-STATS = ("d_loss", "g_loss", "d_real", "d_fake")  # per-step values kept on device until a log point
+if TYPE_CHECKING:
+    from ganops.training.ema import EMA
+    from ganops.training.game import Game
+
+STREAMS = ("latent", "augment")  # the run's own torch.Generator streams
 
 
 def stream_generator(seed: int, name: str, rank: int = 0) -> torch.Generator:
@@ -78,39 +77,6 @@ def restore_rng(state: dict[str, Any], streams: dict[str, torch.Generator]) -> N
         g.set_state(state["streams"][k])
 
 
-class EpochPlan:
-    """Which images each rank sees: DistributedSampler order cut into per-rank batches.
-
-    The per-rank batch is cfg.batch_size // world_size, so the global batch (and with it
-    the meaning of lr and batch_size) does not change with the number of processes.
-    Each G step consumes d_steps batches (a fresh real batch per D update).
-    """
-
-    def __init__(self, n: int, cfg: TrainConfig, dist: DistInfo) -> None:
-        self.batch = cfg.batch_size // dist.world_size
-        if self.batch < 2:
-            raise GanopsError(f"train.batch_size {cfg.batch_size} over {dist.world_size} processes leaves "
-                              f"{self.batch} image(s) per rank; BatchNorm needs at least 2")
-        self.d_steps = cfg.d_steps
-        self.sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank,
-                                          shuffle=True, seed=cfg.seed, drop_last=True)
-        per_rank = len(self.sampler)
-        n_batches = per_rank // self.batch or int(per_rank >= 2)  # one short batch on tiny data
-        self.steps_per_epoch = n_batches // cfg.d_steps
-        if self.steps_per_epoch == 0:
-            raise GanopsError(f"{n} training images are too few for batch_size {cfg.batch_size} × d_steps "
-                              f"{cfg.d_steps} over {dist.world_size} process(es)")
-
-    def epoch(self, epoch: int) -> list[list[torch.Tensor]]:
-        """Index batches for `epoch` (a pure function of seed, epoch and rank), grouped per G step."""
-        self.sampler.set_epoch(epoch)
-        idx = torch.tensor(list(self.sampler), dtype=torch.long)
-        size = min(self.batch, len(idx))
-        cuts = list(idx[: len(idx) // size * size].view(-1, size))
-        d = self.d_steps
-        return [cuts[i * d:(i + 1) * d] for i in range(self.steps_per_epoch)]
-
-
 def run_config(cfg: TrainConfig, model_cfg: ModelConfig, shape: tuple[int, int, int],
                num_classes: int, world_size: int) -> dict[str, Any]:
     """The config stored with a checkpoint: enough to rebuild G and D and to check a resume."""
@@ -120,7 +86,7 @@ def run_config(cfg: TrainConfig, model_cfg: ModelConfig, shape: tuple[int, int, 
             "world_size": world_size}
 
 
-ARCH_KEYS = ("model", "data")  # what must match for the saved weights to fit
+WEIGHT_SHAPE_SECTIONS = ("model", "data")  # config sections that must match for the saved weights to fit
 # Train keys that change the run but not the shapes: allowed on resume, reported.
 _REPORTED = ("batch_size", "loss", "d_steps", "diffaugment", "ema_decay", "seed", "g_lr", "d_lr")
 
@@ -128,7 +94,7 @@ _REPORTED = ("batch_size", "loss", "d_steps", "diffaugment", "ema_decay", "seed"
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], where: str) -> list[str]:
     """GanopsError if the saved architecture differs; notes on other changed settings."""
     diffs = [f"{sec}.{k}: checkpoint {saved.get(sec, {}).get(k)!r}, now {v!r}"
-             for sec in ARCH_KEYS for k, v in current[sec].items() if saved.get(sec, {}).get(k) != v]
+             for sec in WEIGHT_SHAPE_SECTIONS for k, v in current[sec].items() if saved.get(sec, {}).get(k) != v]
     if diffs:
         raise GanopsError(f"{where}: cannot resume, the architecture differs ({'; '.join(diffs)}); "
                           f"use the checkpoint's model settings or start without resume")
@@ -170,111 +136,77 @@ def other_run(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     return None
 
 
-def continues(path: Path, config: dict[str, Any], key: bytes | None) -> tuple[bool, str]:
-    """(whether `path` is this run's checkpoint to continue, why) for resume="auto"."""
+def continues(path: Path, config: dict[str, Any],
+              key: bytes | None) -> tuple[tuple[dict[str, Any], dict[str, Any]] | None, str]:
+    """For resume="auto": (the checkpoint as `load_checkpoint` gives it, or None when `path` is not this run's
+    to continue, why); the loaded checkpoint goes to `read_gan_checkpoint` so last.pt is read once."""
     if not path.is_file():
-        return False, f"no {path} to continue"
+        return None, f"no {path} to continue"
     try:
-        _, saved = load_checkpoint(path, kind="gan", key=key)
+        loaded = load_checkpoint(path, kind="gan", key=key)
     except GanopsError as e:
-        return False, str(e)
-    why = other_run(saved, config)
+        return None, str(e)
+    why = other_run(loaded[1], config)
     if why is not None:
-        return False, f"{path} is another run's ({why})"
-    return True, "same params, data, inputs, code, torch and precision"
+        return None, f"{path} is another run's ({why})"
+    return loaded, "same params, data, inputs, code, torch and precision"
 
 
 @dataclass
-class Position:
-    """Where a run is: G steps done, full epochs done, steps done into the next epoch."""
+class Progress:
+    """Where a run is (G steps done, full epochs done, steps done into the next epoch) and what it measured."""
 
     step: int = 0
     epochs_done: int = 0
     epoch_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # the loop's HISTORY_COLUMNS rows
+    best: float = math.inf  # best score so far (lower is better)
+    # what the final metrics need that the steps after a resume would not measure again:
+    step_flops: int | None = None  # matmul/conv FLOPs of one G step on all ranks (training.flops)
+    last_means: dict[str, float] | None = None  # the step's STATS averaged over the last full epoch
 
 
-def write_gan_checkpoint(paths: list[Path], nets: dict[str, Any], pos: Position, history: list[dict[str, float]],
-                         best_score: float, rng: list[dict[str, Any]], config: dict[str, Any],
-                         key: bytes | None = None, figures: dict[str, Any] | None = None) -> None:
-    """Atomically write the same full state to each path (last.pt, and best.pt when it improved).
+def save_gan_checkpoint(paths: list[Path], game: Game, ema: EMA | None, run: Progress, config: dict[str, Any],
+                        key: bytes | None, dist: DistInfo) -> None:
+    """Collective: every rank contributes its RNG state; rank 0 atomically writes the same full state to each
+    path (last.pt, and best.pt when it improved), signed with `key` when given (`ganops.checkpoint`); all wait."""
+    broadcast_buffers([game.G, game.D, *([ema.model] if ema is not None else [])], dist)
+    rng = gather_objects(capture_rng(game.streams), dist)
+    if dist.is_main:
+        state = {"G": game.G.state_dict(), "D": game.D.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None,
+                 "opt_g": game.opt_g.state_dict(), "opt_d": game.opt_d.state_dict(),
+                 "step": run.step, "epochs_done": run.epochs_done, "epoch_step": run.epoch_step,
+                 "history": run.history, "best_score": run.best, "rng": rng,
+                 "figures": {"step_flops": run.step_flops or 0, "last_means": run.last_means or {}}}
+        for p in paths:
+            save_checkpoint(p, "gan", state, config, key=key)
+    barrier(dist)
 
-    `nets`: state_dicts of G, D, ema (or None), opt_g, opt_d; `rng`: `capture_rng()` of every rank;
-    `key`: sign with it (see `ganops.checkpoint`); `figures`: what the final metrics need that the steps
-    after a resume would not measure again (FLOPs per step, the last full epoch's means).
-    """
-    state = {**nets, **dataclasses.asdict(pos), "history": history, "best_score": best_score, "rng": rng,
-             "figures": figures or {}}
-    for p in paths:
-        save_checkpoint(p, "gan", state, config, key=key)
 
-
-def read_gan_checkpoint(path: Path, config: dict[str, Any],
-                        key: bytes | None = None) -> tuple[dict[str, Any], Position, list[str]]:
-    """(state, position, notes) of a checkpoint to resume from; GanopsError if absent or incompatible,
-    CheckpointError if not intact or (given `key`) not signed with it."""
-    if not path.is_file():
-        raise GanopsError(f"{path}: no checkpoint to resume from; run without resume first")
-    state, saved = load_checkpoint(path, kind="gan", key=key)
+def read_gan_checkpoint(path: Path, config: dict[str, Any], key: bytes | None = None,
+                        loaded: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                        ) -> tuple[dict[str, Any], Progress, list[str]]:
+    """(state, progress, notes on allowed setting changes) of a checkpoint to resume from (`loaded`: what
+    `continues` read, else read here); GanopsError if absent or incompatible, CheckpointError if not intact
+    or (given `key`) not signed with it."""
+    if loaded is None:
+        if not path.is_file():
+            raise GanopsError(f"{path}: no checkpoint to resume from; run without resume first")
+        loaded = load_checkpoint(path, kind="gan", key=key)
+    state, saved = loaded
     notes = check_resumable(saved, config, str(path))
-    pos = Position(state["step"], state["epochs_done"], state["epoch_step"])
-    return state, pos, notes
+    figures = state.get("figures") or {}  # absent in checkpoints written before it existed
+    run = Progress(state["step"], state["epochs_done"], state["epoch_step"], list(state["history"]),
+                   state["best_score"], figures.get("step_flops") or None, figures.get("last_means") or None)
+    return state, run, notes
 
 
-class StepMeter:
-    """Per-step STATS stay on the device; `flush` syncs once per log point (mean over ranks).
-
-    Also keeps the run's throughput (real images consumed per second of training steps,
-    not counting samples, scores and checkpoints) and the current epoch's sums.
-    """
-
-    def __init__(self, dist: DistInfo, images_per_step: int) -> None:
-        self.dist, self.images_per_step = dist, images_per_step
-        self.buf: list[torch.Tensor] = []
-        self.mark = time.perf_counter()  # start of the interval being measured
-        self.train_seconds, self.images = 0.0, 0
-        self.epoch_sum, self.epoch_n = torch.zeros(len(STATS), dtype=torch.float64), 0
-
-    def add(self, stats: torch.Tensor) -> None:
-        self.buf.append(stats)  # (len(STATS),) on device: no sync
-
-    def flush(self, step: int) -> tuple[dict[str, float], tuple[int, str, float] | None] | None:
-        """(means of STATS and img_per_s since the last flush, first non-finite loss (step, name, value) or
-        None); None when no step ran since the last flush. Collective when distributed."""
-        if not self.buf:
-            return None
-        stats = all_reduce_mean(torch.stack(self.buf), self.dist).cpu()  # (k, len(STATS)): the one sync
-        k, first = len(self.buf), step - len(self.buf) + 1
-        self.buf.clear()
-        bad = (~torch.isfinite(stats[:, :2])).nonzero()  # (n_bad, 2): rows, loss columns
-        if len(bad):
-            r, c = (int(i) for i in bad[0])
-            return {}, (first + r, STATS[c], stats[r, c].item())
-        now = time.perf_counter()
-        seconds, self.mark = max(now - self.mark, 1e-9), now
-        self.train_seconds += seconds
-        self.images += k * self.images_per_step
-        self.epoch_sum += stats.double().sum(0)
-        self.epoch_n += k
-        means = dict(zip(STATS, stats.mean(0).tolist(), strict=True))
-        return {**means, "img_per_s": k * self.images_per_step / seconds}, None
-
-    def epoch_means(self) -> dict[str, float]:
-        """Means of STATS over the epoch so far (NaN if no step), and a reset."""
-        means = (self.epoch_sum / self.epoch_n).tolist() if self.epoch_n else [math.nan] * len(STATS)
-        self.epoch_sum.zero_()
-        self.epoch_n = 0
-        return dict(zip(STATS, means, strict=True))
-
-    def throughput(self) -> float:
-        return self.images / max(self.train_seconds, 1e-9)
-
-
-def generator_from_checkpoint(path: Path, key: bytes | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The shipped generator of a GAN checkpoint (its EMA, or G when trained without one), eval mode,
-    on CPU, and the checkpoint's config (train, model, data sections); `key` as in `load_checkpoint`."""
-    state, config = load_checkpoint(path, kind="gan", key=key)
-    model_cfg = ModelConfig(**config["model"])
-    data = config["data"]
-    G = build_generator(model_cfg, data["image_size"], data["channels"], data["num_classes"])
-    G.load_state_dict(state["ema"] if state["ema"] is not None else state["G"])
-    return G.eval(), config
+def load_nets(state: dict[str, Any], game: Game, ema: EMA | None) -> None:
+    """G, D, their optimisers and the EMA (G's weights when the checkpoint has none) from `state`, in place."""
+    game.G.load_state_dict(state["G"])
+    game.D.load_state_dict(state["D"])
+    game.opt_g.load_state_dict(state["opt_g"])
+    game.opt_d.load_state_dict(state["opt_d"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"] if state["ema"] is not None else state["G"])
