@@ -33,8 +33,10 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # 8 steps per epoch on 128 images; one thread: tiny models gain nothing from two, and it keeps a
 # loaded machine's OpenMP contention out of the timings.
-FAST = TrainConfig(epochs=2, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1)
-TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4)
+# the plain game with BCE, stated: the TrainConfig defaults are the default recipe (hinge, AE init, 18 epochs)
+FAST = TrainConfig(epochs=2, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1, loss="bce",
+                   init_from_autoencoder=False)
+TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4, conditional=False, spectral_norm=False, d_hidden=0)
 
 
 class RecordingSink:
