@@ -18,7 +18,8 @@ from pathlib import Path
 from ganops.checkpoint import load_checkpoint
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.inception import extract_features
-from ganops.models.shipped import load_generator, sample_stream
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_stream
 from ganops.training.ema import stats_error
 
 
