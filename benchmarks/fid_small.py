@@ -20,7 +20,8 @@ from _exp import resolve
 
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.inception import extract_features
-from ganops.models.shipped import load_generator, sample_stream
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_stream
 
 
 def fid_small(path: Path, ref: FeatureStats, n: int, seed: int) -> tuple[float, float]:

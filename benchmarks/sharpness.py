@@ -23,7 +23,8 @@ from _exp import resolve
 
 from ganops.data.prepared import load_split
 from ganops.metrics.judge import class_coverage, judge_predict, load_judge
-from ganops.models.shipped import load_generator, sample_images
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_images
 
 
 def detail(x: torch.Tensor) -> dict[str, float]:

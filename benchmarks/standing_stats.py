@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.batchnorm_
 from ganops.checkpoint import load_checkpoint  # noqa: E402
 from ganops.metrics.fid import FeatureStats, frechet_distance  # noqa: E402
 from ganops.metrics.inception import extract_features  # noqa: E402
-from ganops.models.shipped import load_generator, sample_stream  # noqa: E402
+from ganops.models.generator import load_generator  # noqa: E402
+from ganops.models.seeded_samples import sample_stream  # noqa: E402
 from tests.batchnorm_check import stats_error  # noqa: E402
 
 

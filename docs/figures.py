@@ -18,7 +18,8 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ganops.models.shipped import load_generator, sample_images  # noqa: E402
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_images  # noqa: E402
 from ganops.sampling import write_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -66,7 +66,7 @@ def score(cfg: EvaluateConfig, path: Path, G: Any, gcfg: dict[str, Any],
           on: Against) -> tuple[dict[str, Any], Any, Any, float]:
     """(metrics of `cfg.num_samples` seeded samples of G, the uint8 images, their labels or None, seconds)."""
     from ganops.metrics.evaluation import evaluate_images
-    from ganops.models.shipped import sample_images
+    from ganops.models.seeded_samples import sample_images
 
     t0 = time.perf_counter()
     images, labels = sample_images(G, gcfg, cfg.num_samples, cfg.seed)  # uint8 (N, C, H, W)
@@ -165,7 +165,7 @@ def main(
         from ganops.data.prepared import check_trained_on
         from ganops.io import write_json
         from ganops.metrics.registry import metric_kinds
-        from ganops.models.shipped import load_generator
+        from ganops.models.generator import load_generator
         from ganops.runtime import resolve_device
 
         cfg = load_section(params, "evaluate", EvaluateConfig, choices={"metrics": metric_kinds()})

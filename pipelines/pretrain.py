@@ -29,7 +29,7 @@ def main(
     """Train the autoencoder whose weights initialise G and D."""
 
     def go() -> None:
-        from ganops.checkpoint import key_from_env, save_checkpoint
+        from ganops.checkpoint import key_from_env
 
         key = key_from_env(os.environ)  # checked before the work, not after it
         cfg = load_section(params, "pretrain", PretrainConfig)
@@ -42,6 +42,7 @@ def main(
         test_x, _ = load_split(data, "test")
 
         from ganops.io import write_csv
+        from ganops.models.autoencoder import save_autoencoder
         from ganops.training.autoencoder import pretrain_autoencoder
 
         logged = {"pretrain": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
@@ -50,7 +51,7 @@ def main(
             config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                       "variational": cfg.variational, "data_hash": meta["content_hash"],
                       "mlflow_run_id": mlrun.run_id, "train_flops": res.metrics.get("train_flops")}
-            save_checkpoint(model_out, "autoencoder", {"model": res.model.state_dict()}, config, key=key)
+            save_autoencoder(model_out, res.model, config, key=key)
             write_metrics(metrics, {k: res.metrics[k] for k in SUMMARY if k in res.metrics}, res.metrics, mlrun)
             write_csv(plots, res.history)
             mlrun.log_metrics(res.metrics)  # the epoch curves are epoch/*, so these names are free

@@ -47,7 +47,8 @@ def main(
         check_writable(out, dirs=[individual])
         from ganops.checkpoint import key_from_env
         from ganops.errors import GanopsError
-        from ganops.models.shipped import load_generator, sample_images
+        from ganops.models.generator import load_generator
+        from ganops.models.seeded_samples import sample_images
         from ganops.sampling import interpolate as interp
         from ganops.sampling import write_grid, write_pngs
 

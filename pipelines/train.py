@@ -64,13 +64,13 @@ def run_inputs(meta: dict[str, Any], autoencoder: Path | None, judge: Path | Non
 def write_outputs(cfg: TrainConfig, meta: dict[str, Any], res: Any, mlrun: Any, logged: dict[str, Any],
                   key: bytes | None, pretrain_flops: float | None, out: Outputs) -> None:
     """The generator file (its config: what made it and on which data), the metrics pair and both plots CSVs."""
-    from ganops.checkpoint import save_checkpoint
     from ganops.io import write_csv
+    from ganops.models.generator import save_generator
 
     config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
               "num_classes": meta["num_classes"], "class_names": meta["class_names"],
               "data_hash": meta["content_hash"], "ema": cfg.ema_decay > 0, "mlflow_run_id": mlrun.run_id}
-    save_checkpoint(out.model, "generator", {"model": res.generator.state_dict()}, config, key=key)
+    save_generator(out.model, res.generator, config, key=key)
     if "train_flops" in res.metrics:  # the recipe's compute budget (docs/results.md), the same on any machine
         res.metrics["pretrain_flops"] = float(pretrain_flops or 0.0)
         res.metrics["total_flops"] = res.metrics["train_flops"] + res.metrics["pretrain_flops"]

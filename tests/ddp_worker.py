@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gan_worker import CLASSES, tiny_data  # noqa: E402
 
 CFG = TrainConfig(epochs=2, batch_size=32, log_every=3, ema_decay=0.9, diffaugment="translation", num_threads=1,
-                  seed=3)
-MODEL = ModelConfig(latent_dim=16, g_width=8, d_width=8, conditional=True)
+                  seed=3, loss="bce", init_from_autoencoder=False)
+MODEL = ModelConfig(latent_dim=16, g_width=8, d_width=8, conditional=True, spectral_norm=False, d_hidden=0)
 
 
 class RecordingSink:

@@ -20,8 +20,8 @@ from ganops.training.gan import train_gan
 
 N, CLASSES = 512, 10
 CFG = TrainConfig(epochs=3, batch_size=32, log_every=4, ema_decay=0.9, diffaugment="color,translation,cutout",
-                  num_threads=1, seed=7)  # 16 G steps per epoch
-MODEL = ModelConfig(latent_dim=16, g_width=8, d_width=8, conditional=True)
+                  num_threads=1, seed=7, loss="bce", init_from_autoencoder=False)  # 16 G steps per epoch
+MODEL = ModelConfig(latent_dim=16, g_width=8, d_width=8, conditional=True, spectral_norm=False, d_hidden=0)
 
 
 def tiny_data(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,9 +28,9 @@ from typing import Any
 import psutil
 import torch
 
-from ganops.checkpoint import save_checkpoint
 from ganops.config import ModelConfig
 from ganops.models.generator import build_generator
+from ganops.models.generator import save_generator as save_generator_file
 
 BIN = Path(sys.executable).parent  # `mlflow models serve` execs `uvicorn`, which must be on PATH
 SIZES = (1, 16, 64, 256)  # n of one valid row: one image to a quarter of MAX_N
@@ -44,7 +44,7 @@ def save_generator(path: Path, model: Mapping[str, Any], seed: int = 0, key: byt
     G = build_generator(ModelConfig(**model), image_size, channels, num_classes)
     config = {"model": dict(model), "image_size": image_size, "channels": channels, "num_classes": num_classes,
               "class_names": [str(i) for i in range(num_classes)], "data_hash": "abc123", "ema": False}
-    return save_checkpoint(path, "generator", {"model": G.state_dict()}, config, key=key)
+    return save_generator_file(path, G, config, key=key)
 
 
 def register_version(root: Path, generator: Path, name: str = "gen") -> str:

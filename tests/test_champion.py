@@ -17,7 +17,8 @@ import torch
 import yaml
 from PIL import Image
 
-from ganops.models.shipped import load_generator, sample_images
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_images
 from ganops.tracking import stage_run
 from ganops.tracking.model_registry import register_generator
 from tests.conftest import git

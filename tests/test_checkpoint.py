@@ -23,7 +23,7 @@ from .gan_worker import tiny_data
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
-TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4)
+TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4, conditional=False, spectral_norm=False, d_hidden=0)
 runner = CliRunner()
 
 
@@ -134,7 +134,8 @@ def test_sample_command_verifies_the_signature_when_the_key_is_set(tmp_path: Pat
 
 def test_training_signs_its_checkpoints_and_resume_requires_the_same_key(tmp_path: Path) -> None:
     x, y = tiny_data(64)
-    cfg = TrainConfig(epochs=1, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1)
+    cfg = TrainConfig(epochs=1, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1, loss="bce",
+                      init_from_autoencoder=False)
     n = torch.get_num_threads()
     try:
         train_gan(cfg, TINY, x, y, 10, tmp_path, NullSink(), log=lambda s: None, key=KEY)

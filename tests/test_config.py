@@ -115,6 +115,48 @@ def test_the_shipped_params_and_profiles_stay_within_the_bounds(tmp_path: Path) 
             P.section_of(raw, name, cls, str(path))
 
 
+# ---------------------------------------------------------------- one source of defaults
+
+def test_params_yaml_states_every_field_with_its_dataclass_default() -> None:
+    """The dataclass defaults are the default recipe: deleting a line from params.yaml must change nothing, and the
+    file documents the whole recipe. `seed` is the file's one top-level key every section takes (section_of)."""
+    import dataclasses
+
+    raw = P.read_params(REPO / "params.yaml")
+    assert set(raw) == {"seed", *C.SECTIONS}
+    for name, cls in C.SECTIONS.items():
+        written = dict(raw[name])
+        for f in dataclasses.fields(cls):
+            if f.name == "seed":
+                assert f.name not in written, f"{name}.seed: the top-level seed is the recipe's one seed"
+                continue
+            assert f.name in written, f"params.yaml lacks {name}.{f.name} (default {f.default!r})"
+            value = written.pop(f.name)
+            assert (tuple(value) if isinstance(value, list) else value) == f.default, \
+                f"{name}.{f.name}: params.yaml {value!r}, dataclass default {f.default!r}"
+        assert not written, f"{name}: keys the dataclass lacks: {sorted(written)}"
+        # and the loaded section is exactly the dataclass built from its defaults (the seed aside)
+        loaded = P.section_of(raw, name, cls, "params.yaml")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert loaded == cls(**({"seed": raw["seed"]} if "seed" in fields else {}))
+
+
+def test_every_model_field_says_what_a_checkpoint_that_predates_it_meant() -> None:
+    import dataclasses
+
+    fields = [f.name for f in dataclasses.fields(C.ModelConfig)]
+    assert sorted(fields) == sorted([*C.MODEL_FIELDS_FROM_THE_START, *C.MODEL_FIELDS_ADDED_LATER])
+    first = {k: getattr(C.ModelConfig(), k) for k in C.MODEL_FIELDS_FROM_THE_START}
+    old = C.ModelConfig.of_checkpoint({**first, "conditional": False, "spectral_norm": False})
+    # a file written before d_hidden etc. existed is the plain DCGAN of its time, not today's recipe (d_hidden 1024)
+    assert (old.depth, old.d_hidden, old.g_cond_bn, old.g_upsample) == (0, 0, False, "convt")
+    assert old.d_hidden != C.ModelConfig().d_hidden
+    full = dataclasses.asdict(C.ModelConfig(depth=1, g_upsample="nearest"))
+    assert C.ModelConfig.of_checkpoint(full) == C.ModelConfig(depth=1, g_upsample="nearest")
+    with pytest.raises(ValueError, match="model section lacks conditional"):
+        C.ModelConfig.of_checkpoint({k: v for k, v in first.items() if k != "conditional"})
+
+
 # ---------------------------------------------------------------- ganops profile -S
 
 BAD_SETS = [

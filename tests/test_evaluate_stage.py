@@ -61,9 +61,10 @@ def ws(tmp_path_factory: pytest.TempPathFactory):
     _subset(root / "idx", 400, N_TEST)
     params = {"seed": 3, "tracking": {"experiment": "t", "system_metrics": False},
               "data": {"source": "fashion-mnist", "path": str(root / "idx")},
-              "model": {"latent_dim": 16, "g_width": 8, "d_width": 8},
+              "model": {"latent_dim": 16, "g_width": 8, "d_width": 8, "conditional": False, "spectral_norm": False,
+                        "d_hidden": 0},
               "judge": {"epochs": 1, "batch_size": 64},
-              "train": {"epochs": 1, "batch_size": 64, "n_eval": 50},
+              "train": {"epochs": 1, "batch_size": 64, "n_eval": 50, "loss": "bce", "init_from_autoencoder": False},
               "evaluate": {"num_samples": N, "judge_samples": N, "grid_size": 20},
               "promote": {"model_name": "gen-test"}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -24,9 +24,10 @@ from pipelines.cli import app
 from tests.conftest import REPO, write_idx_dataset, write_params
 
 runner = CliRunner()
-MODEL = {"latent_dim": 16, "g_width": 8, "d_width": 8}
+MODEL = {"latent_dim": 16, "g_width": 8, "d_width": 8, "conditional": False, "spectral_norm": False, "d_hidden": 0}
 # many epochs: a run that is still training whenever the test signals it
-LONG_TRAIN = {"epochs": 10_000, "batch_size": 32, "log_every": 1, "n_eval": 50, "init_from_autoencoder": False}
+LONG_TRAIN = {"epochs": 10_000, "batch_size": 32, "log_every": 1, "n_eval": 50, "init_from_autoencoder": False,
+              "loss": "bce"}
 
 
 def runs(uri: str, stage: str) -> list:

@@ -17,7 +17,8 @@ from ganops.training.game import Game
 from .gan_worker import tiny_data
 
 B = 8
-TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4, conditional=True, spectral_norm=True)  # as params.yaml
+# params.yaml's recipe without its D hidden layer
+TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4, conditional=True, spectral_norm=True, d_hidden=0)
 
 
 def test_linear_forward_and_backward_count_two_m_n_k_per_product() -> None:
@@ -33,7 +34,8 @@ def test_linear_forward_and_backward_count_two_m_n_k_per_product() -> None:
 
 def game_for(model_cfg: ModelConfig, precision: str) -> Game:
     """A Game built as train_gan builds it, on tiny data."""
-    cfg = TrainConfig(batch_size=B, ema_decay=0.9, seed=1, precision=precision)
+    cfg = TrainConfig(batch_size=B, ema_decay=0.9, seed=1, precision=precision, epochs=5, loss="bce",
+                      init_from_autoencoder=False)
     x, y = tiny_data(4 * B)
     device = torch.device("cpu")
     game = Game(cfg, model_cfg, x, y, 10, device, autocast_dtype(device, precision), DistInfo())

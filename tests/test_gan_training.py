@@ -21,7 +21,7 @@ from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
 from ganops.models.autoencoder import build_autoencoder
 from ganops.models.generator import build_generator
-from ganops.models.shipped import load_generator
+from ganops.models.generator import load_generator
 from ganops.training.common import NullSink
 from ganops.training.diffaugment import diff_augment
 from ganops.training.ema import EMA
@@ -34,8 +34,10 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # 8 steps per epoch on 128 images; one thread: tiny models gain nothing from two, and it keeps a
 # loaded machine's OpenMP contention out of the timings.
-FAST = TrainConfig(epochs=2, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1)
-TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4)
+# the plain game with BCE, stated: the TrainConfig defaults are the default recipe (hinge, AE init, 18 epochs)
+FAST = TrainConfig(epochs=2, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1, loss="bce",
+                   init_from_autoencoder=False)
+TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4, conditional=False, spectral_norm=False, d_hidden=0)
 
 
 class RecordingSink:

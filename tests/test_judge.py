@@ -158,7 +158,7 @@ def test_score_fn_is_repeatable_and_leaves_the_generator_mode_alone(judged: tupl
     from ganops.models.generator import build_generator
 
     model, _ = judged
-    cfg = ModelConfig(latent_dim=16, g_width=8, conditional=True)
+    cfg = ModelConfig(latent_dim=16, g_width=8, conditional=True, spectral_norm=False, d_hidden=0)
     torch.manual_seed(0)
     G = build_generator(cfg, 28, 1, num_classes=10).train()
     score = judge_score_fn(model, fashion["tx"], n=200, latent_dim=16, latent_dist="normal",

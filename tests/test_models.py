@@ -125,7 +125,8 @@ def test_conditioning_changes_outputs_and_requires_labels() -> None:
 def test_transfer_makes_g_equal_decoder_and_d_trunk_equal_encoder_trunk(
     size: int, channels: int, spectral_norm: bool, depth: int
 ) -> None:
-    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, depth=depth)
+    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, depth=depth, conditional=False,
+                      d_hidden=0)
     ae = _trained_ae(build_autoencoder(cfg, size, channels, variational=True), size, channels)
     G, D = build_generator(cfg, size, channels).eval(), build_discriminator(cfg, size, channels).eval()
     z, x = torch.randn(B, L), _images(size, channels)
@@ -142,8 +143,9 @@ def test_transfer_makes_g_equal_decoder_and_d_trunk_equal_encoder_trunk(
 
 @pytest.mark.parametrize("spectral_norm", [False, True])
 def test_depth_adds_3x3_layers_and_keeps_depth0_keys(spectral_norm: bool) -> None:
-    plain = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm)
-    deep = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, depth=2)
+    plain = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, conditional=False, d_hidden=0)
+    deep = ModelConfig(latent_dim=L, g_width=W, d_width=W, spectral_norm=spectral_norm, depth=2, conditional=False,
+                       d_hidden=0)
     for build in (build_generator, build_discriminator):
         a, b = build(plain, 28, 1), build(deep, 28, 1)
         convs = [m for m in b.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
@@ -162,7 +164,7 @@ def test_model_config_rejects_bad_depth(bad: object) -> None:
 
 
 def test_transfer_into_conditional_models_leaves_only_conditioning_and_head_at_init() -> None:
-    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=True)
+    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=True, spectral_norm=False, d_hidden=0)
     ae = build_autoencoder(cfg, 28, 1)
     G, D = build_generator(cfg, 28, 1, K), build_discriminator(cfg, 28, 1, K)
     assert load_autoencoder_into_generator(G, ae.state_dict()) == ["cond_embed.weight", "cond_project.weight"]
@@ -176,7 +178,8 @@ def test_transfer_into_conditional_models_leaves_only_conditioning_and_head_at_i
 
 
 def test_transfer_refuses_mismatched_spectral_norm() -> None:
-    plain, sn = ModelConfig(latent_dim=L, d_width=W), ModelConfig(latent_dim=L, d_width=W, spectral_norm=True)
+    plain = ModelConfig(latent_dim=L, d_width=W, conditional=False, spectral_norm=False, d_hidden=0)
+    sn = ModelConfig(latent_dim=L, d_width=W, spectral_norm=True, conditional=False, d_hidden=0)
     for d_cfg, ae_cfg in [(sn, plain), (plain, sn)]:
         D, ae = build_discriminator(d_cfg, 28, 1), build_autoencoder(ae_cfg, 28, 1)
         with pytest.raises(ValueError, match="spectral_norm"):
@@ -216,10 +219,10 @@ def test_unsupported_channels_raises_value_error() -> None:
 
 
 def test_builders_use_num_classes_only_when_conditional() -> None:
-    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W)
+    cfg = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=False, spectral_norm=False, d_hidden=0)
     assert build_generator(cfg, 28, 1, K).num_classes == 0
     assert build_discriminator(cfg, 28, 1, K).num_classes == 0
-    cond = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=True, spectral_norm=True)
+    cond = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=True, spectral_norm=True, d_hidden=0)
     assert build_generator(cond, 32, 3, K).num_classes == K
     D = build_discriminator(cond, 32, 3, K)
     assert D.num_classes == K and D.spectral_norm

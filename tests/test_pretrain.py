@@ -18,7 +18,7 @@ from tests.conftest import write_idx_dataset
 runner = CliRunner()
 
 PRETRAIN = {"epochs": 2, "batch_size": 32, "log_every": 2}
-MODEL = {"latent_dim": 16, "g_width": 16, "d_width": 16}
+MODEL = {"latent_dim": 16, "g_width": 16, "d_width": 16, "conditional": False, "spectral_norm": False, "d_hidden": 0}
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ganops.training.gan import GanResult, lr_factor, train_gan
 from .gan_worker import tiny_data
 
 B, L, W, K = 4, 16, 8, 10
-CFG = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=True, spectral_norm=True)
+CFG = ModelConfig(latent_dim=L, g_width=W, d_width=W, conditional=True, spectral_norm=True, d_hidden=0)
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +120,8 @@ def test_lr_factor_is_flat_then_linear_to_the_last_step() -> None:
         TrainConfig(lr_decay=1.5)
 
 
-FAST = TrainConfig(epochs=2, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1, lr_decay=0.5)
+FAST = TrainConfig(epochs=2, batch_size=16, log_every=2, ema_decay=0.9, seed=1, num_threads=1, lr_decay=0.5, loss="bce",
+                   init_from_autoencoder=False)
 TINY = ModelConfig(latent_dim=8, g_width=4, d_width=4, conditional=True, spectral_norm=True, g_cond_bn=True,
                    g_upsample="nearest", d_hidden=16)
 

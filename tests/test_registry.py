@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import ganops
-from ganops.models.shipped import load_generator, sample_images
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_images
 from ganops.tracking import TrackingError, resolve_tracking_uri, stage_run
 from ganops.tracking.model_registry import RegisteredVersion, load_registered_generator, register_generator
 from tests.conftest import git
@@ -121,7 +122,8 @@ def test_register_twice_tags_versions_and_serves_pickle_free(repo: Path, tmp_pat
     local = Path(mlflow.artifacts.download_artifacts(v1.model_uri, dst_path=str(tmp_path / "model")))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle")) or "__pycache__" in f]
-    assert {"MLmodel", "artifacts/generator.pt", "code/ganops/models/shipped.py", "input_example.json"} <= files
+    assert {"MLmodel", "artifacts/generator.pt", "code/ganops/models/generator.py",
+            "code/ganops/models/seeded_samples.py", "input_example.json"} <= files
     pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     assert "model_code_path" in pyfunc and "python_model" not in pyfunc  # code, not a cloudpickle file
     requirements = (local / "requirements.txt").read_text().split()

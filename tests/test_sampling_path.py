@@ -1,5 +1,5 @@
-"""One way to draw "n seeded samples from G": models.shipped.seeded_latents + generate, used by the shipped
-sampler, the judge scorer and the pixel scorer alike; and the data-hash check every stage shares."""
+"""One way to draw "n seeded samples from G": models.seeded_samples.seeded_latents + generate_batches, used by the
+shipped sampler, the judge scorer and the pixel scorer alike; and the data-hash check every stage shares."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from ganops.errors import DataError
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.pixel import pixel_fd_scorer, pooled_pixels
 from ganops.models.generator import build_generator
-from ganops.models.shipped import generate, sample_images, seeded_latents
+from ganops.models.seeded_samples import generate_batches, sample_images, seeded_latents
 
 L, K = 8, 10
 
 
 def _g(conditional: bool = True) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(0)
-    model = ModelConfig(latent_dim=L, g_width=8, d_width=8, conditional=conditional)
+    model = ModelConfig(latent_dim=L, g_width=8, d_width=8, conditional=conditional, spectral_norm=False, d_hidden=0)
     config = {"model": {"latent_dim": L, "latent_dist": "normal", "conditional": conditional},
               "image_size": 28, "channels": 1, "num_classes": K}
     return build_generator(model, 28, 1, K), config
@@ -31,7 +31,7 @@ def test_generate_puts_g_back_in_its_mode_however_the_loop_ends(stop: str) -> No
     G, _ = _g()
     G.train()
     z, y = seeded_latents(10, L, "normal", K, True, seed=0)
-    batches = generate(G, z, y, batch_size=4)
+    batches = generate_batches(G, z, y, batch_size=4)
     first = next(batches)
     assert first.shape == (4, 1, 28, 28) and not G.training  # BatchNorm uses its running statistics
     if stop == "close":

@@ -24,7 +24,8 @@ from PIL import Image
 import ganops.tracking.generator_model as served
 from ganops.checkpoint import KEY_ENV
 from ganops.config import ModelConfig
-from ganops.models.shipped import load_generator, sample_images
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_images
 from tests.serving import (
     ModelServer,
     Reply,

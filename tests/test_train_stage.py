@@ -16,8 +16,10 @@ from pipelines.cli import app
 from tests.conftest import write_idx_dataset
 
 runner = CliRunner()
-MODEL = {"latent_dim": 16, "g_width": 8, "d_width": 8}
-TRAIN = {"epochs": 2, "batch_size": 32, "log_every": 2, "n_eval": 50, "init_from_autoencoder": True}
+# the plain DCGAN game with BCE, stated: the defaults are the default recipe (conditional, SN, hinge, ...)
+MODEL = {"latent_dim": 16, "g_width": 8, "d_width": 8, "conditional": False, "spectral_norm": False, "d_hidden": 0}
+TRAIN = {"epochs": 2, "batch_size": 32, "log_every": 2, "n_eval": 50, "init_from_autoencoder": True,
+         "loss": "bce"}
 
 
 def write(root: Path, train: dict | None = None, model: dict | None = None) -> None:

@@ -3,10 +3,16 @@
 The pipelines load a section with `ganops.params.load_section(path, "data", DataConfig)`;
 the core only ever sees the dataclass. A bad value raises `ConfigError` with the file
 and the dotted key, which the command layer prints as one line (exit 2).
+
+The dataclass defaults ARE the default recipe: params.yaml states every field with the same value
+(tests/test_config.py holds the two together), so a line deleted from params.yaml changes nothing.
+A checkpoint's `model` section is read with `ModelConfig.of_checkpoint`, which fills a field the file
+predates with what it meant when the file was written, never with today's default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -103,10 +109,10 @@ class ModelConfig:
     g_width: int = 64  # base channel count of the generator / decoder
     d_width: int = 64  # base channel count of the discriminator / encoder trunk
     latent_dist: str = "normal"  # normal | uniform (in [-1, 1])
-    conditional: bool = False  # labels go to G (embedding joined to z) and D (projection)
-    spectral_norm: bool = False  # spectral norm on D's layers
+    conditional: bool = True  # labels go to G (embedding joined to z) and D (projection)
+    spectral_norm: bool = True  # spectral norm on D's layers
     depth: int = 0  # extra 3×3 conv layers per resolution in G and D (0 = plain DCGAN)
-    d_hidden: int = 0  # width of a fully connected layer between D's trunk and its head; 0 = none
+    d_hidden: int = 1024  # width of a fully connected layer between D's trunk and its head; 0 = none
     g_cond_bn: bool = False  # conditional: class-conditional BatchNorm in G as well as the input embedding
     g_upsample: str = "convt"  # convt (4×4 transposed conv) | nearest (2× upsampling + 3×3 conv) in G
 
@@ -121,6 +127,23 @@ class ModelConfig:
                "depth", f"must be an integer in 0..{MAX_DEPTH}, got {self.depth!r}")
         _check(self.latent_dist in LATENT_DISTS, "latent_dist",
                f"must be one of {', '.join(LATENT_DISTS)}, got {self.latent_dist!r}")
+
+    @classmethod
+    def of_checkpoint(cls, saved: Mapping[str, Any]) -> ModelConfig:
+        """The architecture a checkpoint's `model` section describes. A field added after the file was written
+        takes MODEL_FIELDS_ADDED_LATER's value (what the code built before the field existed), not today's
+        default; ValueError if a field every checkpoint has is missing, or a value is invalid."""
+        missing = [k for k in MODEL_FIELDS_FROM_THE_START if k not in saved]
+        if missing:
+            raise ValueError(f"model section lacks {', '.join(missing)}")
+        return cls(**{**MODEL_FIELDS_ADDED_LATER, **saved})
+
+
+# Every checkpoint's `model` section has these: they were ModelConfig's fields when checkpoints began.
+MODEL_FIELDS_FROM_THE_START = ("latent_dim", "g_width", "d_width", "latent_dist", "conditional", "spectral_norm")
+# Fields added since, with the value that reproduces a checkpoint written before each existed (the plain
+# DCGAN of its time). A new ModelConfig field goes here too (tests/test_config.py checks).
+MODEL_FIELDS_ADDED_LATER: dict[str, Any] = {"depth": 0, "d_hidden": 0, "g_cond_bn": False, "g_upsample": "convt"}
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -177,13 +200,13 @@ class PretrainConfig(RuntimeConfig):
 class TrainConfig(RuntimeConfig):
     """`train:` — the adversarial game, its stabilisers, and how often to report/checkpoint."""
 
-    epochs: int = 5
+    epochs: int = 18
     batch_size: int = 128
     g_lr: float = 2e-4
     d_lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    loss: str = "bce"  # bce (non-saturating G) | lsgan | hinge | wgan-gp
+    loss: str = "hinge"  # bce (non-saturating G) | lsgan | hinge | wgan-gp
     gp_weight: float = 10.0  # gradient penalty weight (wgan-gp only)
     r1_weight: float = 0.0  # R1 penalty on real images; 0 = off
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing (bce only)
@@ -191,7 +214,7 @@ class TrainConfig(RuntimeConfig):
     ema_decay: float = 0.999  # EMA of G's weights; 0 = off (then G itself is shipped)
     lr_decay: float = 0.0  # last share of the epochs' G steps over which both learning rates fall linearly to 0
     diffaugment: str = ""  # comma list of color, translation, cutout; "" = off
-    init_from_autoencoder: bool = False  # start G (and D's trunk) from the pretrained autoencoder
+    init_from_autoencoder: bool = True  # start G (and D's trunk) from the pretrained autoencoder
     max_steps: int = 0  # stop after this many G steps; 0 = run all epochs
     log_every: int = 50  # steps between MLflow metric points
     n_eval: int = 2000  # generated images for the in-training metric (best checkpoint)

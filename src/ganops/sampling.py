@@ -1,6 +1,6 @@
 """Drawing pictures from a generator for people: PNG grids, single PNGs, latent interpolations.
 
-The pixels come from `ganops.models.shipped` (the same seeded draw the evaluate stage and the served
+The pixels come from `ganops.models.seeded_samples` (the same seeded draw the evaluate stage and the served
 model use); this module only arranges and writes them, atomically.
 """
 
@@ -30,7 +30,7 @@ def interpolate(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int,
     """n uint8 images (n, C, H, W) along a path between two seeded latents (slerp for normal latents,
     a straight line for uniform ones); a conditional G keeps one class (given, or drawn by the seed)."""
     from ganops.models.latent import sample_latent
-    from ganops.models.shipped import generate
+    from ganops.models.seeded_samples import generate_batches
     from ganops.runtime import to_uint8
 
     if n < 2:
@@ -49,7 +49,7 @@ def interpolate(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int,
         y = torch.full((n,), cls, dtype=torch.int64)
     elif class_id is not None:
         raise ValueError("class given, but this generator is unconditional")
-    x = torch.cat(list(generate(G, path, y, batch_size=n)))  # (n, C, H, W)
+    x = torch.cat(list(generate_batches(G, path, y, batch_size=n)))  # (n, C, H, W)
     return to_uint8(x).cpu()
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from ganops.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ganops.choices import IMAGE_SIZES
 from ganops.metrics.fid import FeatureStats, frechet_distance
-from ganops.models.shipped import generate, seeded_latents
+from ganops.models.seeded_samples import generate_batches, seeded_latents
 from ganops.runtime import to_model_input, to_uint8
 
 KIND = "judge"
@@ -43,7 +43,8 @@ FEATURE_DIM = 128
 COLLAPSE_FRACTION = 0.25  # a class is "collapsed" when its share < 0.25 × (1 / K)
 _FINAL_HW = {28: 7, 32: 8, 64: 8}  # spatial size of the last feature map
 assert set(_FINAL_HW) == set(IMAGE_SIZES), "a size in choices.IMAGE_SIZES needs its final size here"
-ARCH_KEYS = ("channels", "image_size", "num_classes", "width", "feature_dim")
+# JudgeNet's constructor arguments, stored in the judge file so load_judge can rebuild the network.
+NET_KEYS = ("channels", "image_size", "num_classes", "width", "feature_dim")
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -80,7 +81,7 @@ class JudgeNet(nn.Module):
     @property
     def config(self) -> dict[str, int]:
         """What `JudgeNet(**config)` needs to rebuild this network."""
-        return {k: int(getattr(self, k)) for k in ARCH_KEYS}
+        return {k: int(getattr(self, k)) for k in NET_KEYS}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, S, S) in [-1, 1] → penultimate features (B, F), non-negative (post-ReLU)."""
@@ -117,7 +118,7 @@ def load_judge(path: str | Path, map_location: str | torch.device = "cpu", key: 
         raise CheckpointError(f"{path}: judge architecture version {cfg.get('arch_version')}, expected "
                               f"{ARCH_VERSION}; retrain the judge")
     try:
-        model = JudgeNet(**{k: int(cfg[k]) for k in ARCH_KEYS})
+        model = JudgeNet(**{k: int(cfg[k]) for k in NET_KEYS})
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: judge weights do not fit its config ({str(e).splitlines()[0][:200]})") from None
@@ -219,7 +220,7 @@ def judge_score_fn(model: JudgeNet, ref_uint8: Any, n: int, latent_dim: int, lat
     z, y = seeded_latents(n, latent_dim, latent_dist, num_classes, conditional, seed)
 
     def score(G: nn.Module) -> float:
-        imgs = [to_uint8(x).cpu() for x in generate(G, z, y, batch_size)]  # each (b, C, S, S) uint8
+        imgs = [to_uint8(x).cpu() for x in generate_batches(G, z, y, batch_size)]  # each (b, C, S, S) uint8
         return judge_fid(model, torch.cat(imgs), ref)
 
     return score

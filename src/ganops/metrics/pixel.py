@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ganops.metrics.fid import FeatureStats, frechet_distance
-from ganops.models.shipped import generate, seeded_latents
+from ganops.models.seeded_samples import generate_batches, seeded_latents
 
 POOL = 8
 
@@ -41,7 +41,7 @@ def pixel_fd_scorer(reference: torch.Tensor, n: int, latent_dim: int, latent_dis
     z, y = seeded_latents(n, latent_dim, latent_dist, num_classes, conditional, seed)
 
     def score(G: torch.nn.Module) -> float:
-        feats = [pooled_pixels(x.float().cpu()) for x in generate(G, z, y, batch_size)]  # each (b, 64·C)
+        feats = [pooled_pixels(x.float().cpu()) for x in generate_batches(G, z, y, batch_size)]  # each (b, 64·C)
         return frechet_distance(FeatureStats.from_features(np.concatenate(feats)), ref)
 
     return score

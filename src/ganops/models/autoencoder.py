@@ -174,8 +174,39 @@ def build_autoencoder(cfg: ModelConfig, image_size: int, channels: int,
                        upsample=cfg.g_upsample)
 
 
-# What must match between the pretrained autoencoder and the G and D it initialises (the rest may differ).
-ARCH_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
+# ---------------------------------------------------------------- the autoencoder file
+
+KIND = "autoencoder"
+# What load_autoencoder needs at the top level of the file's config (pretrain adds what made it: its section,
+# variational, data_hash, run id, train_flops).
+FILE_KEYS = ("model", "image_size", "channels")
+# The model fields that must match between the pretrained autoencoder and the G and D it initialises (the rest
+# may differ: conditioning, d_hidden and g_cond_bn add layers the AE lacks).
+TRANSFER_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
+
+
+def save_autoencoder(path: str | Path, model: Autoencoder, config: dict[str, Any], key: bytes | None = None) -> Path:
+    """Write the autoencoder's weights with `config` (FILE_KEYS and what made it) as kind "autoencoder"; signed
+    when `key` is given (see `ganops.checkpoint`). ValueError, before writing, when `config` lacks a FILE_KEY."""
+    from ganops.checkpoint import save_checkpoint
+
+    missing = [k for k in FILE_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"autoencoder config lacks {', '.join(missing)}")
+    return save_checkpoint(path, KIND, {"model": model.state_dict()}, config, key=key)
+
+
+def load_autoencoder(path: str | Path, key: bytes | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state_dict, config) of the autoencoder file at `path`, on CPU: the weights as saved (no network is built,
+    so loading draws nothing from the RNG). CheckpointError if the file is missing, altered, of another kind,
+    (given `key`) not signed with `key`, or lacks the weights or a FILE_KEY."""
+    from ganops.checkpoint import CheckpointError, load_checkpoint
+
+    state, config = load_checkpoint(path, kind=KIND, key=key)
+    missing = [k for k in FILE_KEYS if k not in config]
+    if "model" not in state or missing:
+        raise CheckpointError(f"{path}: not an autoencoder file (no {'weights' if 'model' not in state else missing})")
+    return dict(state["model"]), config
 
 
 def init_state(path: str | Path, model_cfg: ModelConfig, meta: Mapping[str, Any],
@@ -183,12 +214,14 @@ def init_state(path: str | Path, model_cfg: ModelConfig, meta: Mapping[str, Any]
     """The pretrained autoencoder's weights from `path`, after checking they fit this G and D (model_cfg) and
     the data (meta: image_size, channels), and the FLOPs its training took (None for a checkpoint that predates
     counting them): part of the recipe's budget."""
-    from ganops.checkpoint import load_checkpoint
+    from ganops.checkpoint import CheckpointError
 
-    state, config = load_checkpoint(path, kind="autoencoder", key=key)
-    # ModelConfig gives fields a checkpoint predates their defaults (e.g. depth 0), as when it was written.
-    saved_cfg = ModelConfig(**config["model"])
-    for k in ARCH_KEYS:
+    state, config = load_autoencoder(path, key=key)
+    try:
+        saved_cfg = ModelConfig.of_checkpoint(config["model"])  # fields the file predates: what they meant then
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: autoencoder config unreadable ({str(e).splitlines()[0][:200]})") from None
+    for k in TRANSFER_KEYS:
         saved = getattr(saved_cfg, k)
         if saved != getattr(model_cfg, k):
             raise GanopsError(f"{path}: autoencoder has model.{k}={saved}, params say "
@@ -197,4 +230,4 @@ def init_state(path: str | Path, model_cfg: ModelConfig, meta: Mapping[str, Any]
     if (config["image_size"], config["channels"]) != (meta["image_size"], meta["channels"]):
         raise GanopsError(f"{path}: autoencoder is for {config['channels']}×{config['image_size']}² images, "
                           f"the data is {meta['channels']}×{meta['image_size']}²; rerun pretrain")
-    return dict(state["model"]), config.get("train_flops")
+    return state, config.get("train_flops")

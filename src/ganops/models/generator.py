@@ -1,17 +1,25 @@
-"""DCGAN generator: z (B, latent_dim) [+ label] -> image (B, C, H, W) in [-1, 1].
+"""DCGAN generator: z (B, latent_dim) [+ label] -> image (B, C, H, W) in [-1, 1], and its file.
 
 Also the autoencoder's decoder (same class, unconditional), so a pretrained decoder's
 state_dict loads into G by name. Conditioning lives in `cond_*` modules only, which the
 decoder never has: they are the keys `load_state_dict(strict=False)` reports missing.
+
+The generator file (`models/generator.pt`, kind "generator") is written and read here only:
+
+    save_generator("models/generator.pt", G, config)   # config: model, image_size, channels, num_classes, ...
+    G, config = load_generator("models/generator.pt")  # eval mode; also reads a training checkpoint's EMA G
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from ganops.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ganops.config import ModelConfig
 from ganops.models.blocks import (
     check_depth,
     check_positive,
@@ -23,8 +31,9 @@ from ganops.models.blocks import (
     up_layer,
 )
 
-if TYPE_CHECKING:
-    from ganops.config import ModelConfig
+KIND = "generator"
+# What load_generator needs at the top level of a generator file's config to rebuild G.
+FILE_KEYS = ("model", "image_size", "channels", "num_classes")
 
 
 class Generator(nn.Module):
@@ -110,3 +119,41 @@ def build_generator(cfg: ModelConfig, image_size: int, channels: int, num_classe
     return Generator(cfg.latent_dim, channels, image_size, cfg.g_width,
                      conditional_classes(cfg.conditional, num_classes), cfg.depth,
                      cond_bn=cfg.g_cond_bn, upsample=cfg.g_upsample)
+
+
+def save_generator(path: str | Path, G: Generator, config: dict[str, Any], key: bytes | None = None) -> Path:
+    """Write G's weights with `config` (FILE_KEYS, plus what made it: train section, data_hash, ema, run id) as
+    the generator file (kind "generator"); signed when `key` is given (see `ganops.checkpoint`). ValueError,
+    before writing, when `config` lacks a key `load_generator` needs."""
+    missing = [k for k in FILE_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"generator config lacks {', '.join(missing)}: load_generator could not rebuild G")
+    return save_checkpoint(path, KIND, {"model": G.state_dict()}, config, key=key)
+
+
+def load_generator(path: str | Path, map_location: str | torch.device = "cpu",
+                   key: bytes | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(G in eval mode, its config) from the generator file (kind "generator") or from a training
+    checkpoint (kind "gan": its EMA G, else G), so `evaluate` can score `checkpoints/*.pt` too.
+
+    The config always has model, image_size, channels and num_classes at top level. CheckpointError if
+    the file is missing, altered, of another kind, (given `key`) not signed with `key`, or its weights
+    do not fit its config.
+    """
+    state, config = load_checkpoint(path, kind=(KIND, "gan"), map_location=map_location, key=key)
+    if "G" in state and "data" in config:  # a training checkpoint (`checkpoints/last.pt`, `best.pt`)
+        weights = state["ema"] if state.get("ema") is not None else state["G"]
+        config = {**config, **config["data"]}
+    elif "model" in state:
+        weights = state["model"]
+    else:
+        raise CheckpointError(f"{path}: not a generator (holds {sorted(state)[:4]})")
+    try:
+        model_cfg = ModelConfig.of_checkpoint(config["model"])
+        G = build_generator(model_cfg, int(config["image_size"]), int(config["channels"]),
+                            int(config["num_classes"]))
+        G.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: generator weights do not fit its config "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    return G.to(map_location).eval(), config

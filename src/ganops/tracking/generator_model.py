@@ -2,7 +2,7 @@
 
 Nothing is pickled: MLflow copies this file and the `ganops` package (code_paths) into the model and
 executes the file on load; `load_context` reads the generator checkpoint artifact with
-`torch.load(weights_only=True)` (see `ganops.models.shipped.load_generator`). So a registered version
+`torch.load(weights_only=True)` (see `ganops.models.generator.load_generator`). So a registered version
 loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false, and where ganops is not installed.
 
     model = mlflow.pyfunc.load_model("models:/ganops-generator/3")
@@ -37,7 +37,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from PIL import Image
 
 from ganops.checkpoint import key_from_env
-from ganops.models.shipped import load_generator, sample_images
+from ganops.models.generator import load_generator
+from ganops.models.seeded_samples import sample_images
 
 ARTIFACT_KEY = "generator"  # the checkpoint's key in the model's `artifacts`
 # What one request may ask for, checked before any image is drawn (the issue: one request of 4,000 rows

@@ -185,7 +185,7 @@ def load_registered_generator(model_uri: str, tracking_uri: str | None = None,
     `load_generator`: weights only, no pickle; with `key`, only if it is signed with that key.
     TrackingError if the version or alias does not exist.
     """
-    from ganops.models.shipped import load_generator
+    from ganops.models.generator import load_generator
 
     m = _MODEL_URI.fullmatch(model_uri.strip())
     if m is None:

@@ -1,10 +1,10 @@
-"""The shipped generator (`models/generator.pt`, kind "generator"): load it and draw seeded uint8 samples.
+"""Seeded samples from a loaded generator: the latents and labels for (n, seed), and G's images for them.
 
 One sampling path for every consumer — the evaluate stage (10k images streamed to Inception), the
 registry's pyfunc model, and `ganops sample` — so an image drawn for (seed, index, class) is the
 same pixels everywhere:
 
-    G, config = load_generator("models/generator.pt")
+    G, config = load_generator("models/generator.pt")          # ganops.models.generator
     images, labels = sample_images(G, config, n=64, seed=0)    # uint8 (64, C, H, W), int64 (64,) or None
     for batch, labels in sample_stream(G, config, n=10_000, seed=0, batch_size=500): ...
 
@@ -15,44 +15,12 @@ so the first k of n samples equal the n = k samples and CPU/CUDA runs see the sa
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ganops.checkpoint import CheckpointError, load_checkpoint
-from ganops.config import ModelConfig
-from ganops.models.generator import build_generator
 from ganops.models.latent import sample_latent
 from ganops.runtime import to_uint8
-
-
-def load_generator(path: str | Path, map_location: str | torch.device = "cpu",
-                   key: bytes | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(G in eval mode, its config) from the shipped generator file (kind "generator") or from a training
-    checkpoint (kind "gan": its EMA G, else G), so `evaluate` can score `checkpoints/*.pt` too.
-
-    The config always has model, image_size, channels and num_classes at top level. CheckpointError if
-    the file is missing, altered, of another kind, (given `key`) not signed with `key`, or its weights
-    do not fit its config.
-    """
-    state, config = load_checkpoint(path, kind=("generator", "gan"), map_location=map_location, key=key)
-    if "G" in state and "data" in config:  # a training checkpoint (`checkpoints/last.pt`, `best.pt`)
-        weights = state["ema"] if state.get("ema") is not None else state["G"]
-        config = {**config, **config["data"]}
-    elif "model" in state:
-        weights = state["model"]
-    else:
-        raise CheckpointError(f"{path}: not a generator (holds {sorted(state)[:4]})")
-    try:
-        model_cfg = ModelConfig(**config["model"])
-        G = build_generator(model_cfg, int(config["image_size"]), int(config["channels"]),
-                            int(config["num_classes"]))
-        G.load_state_dict(weights)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: generator weights do not fit its config "
-                              f"({str(e).splitlines()[0][:200]})") from None
-    return G.to(map_location).eval(), config
 
 
 def seeded_latents(n: int, latent_dim: int, latent_dist: str, num_classes: int, conditional: bool, seed: int,
@@ -75,7 +43,7 @@ def seeded_latents(n: int, latent_dim: int, latent_dist: str, num_classes: int, 
 
 
 @torch.inference_mode()
-def generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None,
+def generate_batches(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None,
              batch_size: int = 500) -> Iterator[torch.Tensor]:
     """G's float output (b, C, H, W) in [-1, 1] on G's device for z (n, Z) and labels (n,) or None, b <= batch_size.
 
@@ -103,7 +71,7 @@ def sample_stream(G: torch.nn.Module, config: dict[str, Any], n: int, seed: int 
     model = config["model"]
     z, y = seeded_latents(n, int(model["latent_dim"]), model["latent_dist"], int(config["num_classes"]),
                           bool(model.get("conditional")), seed, class_id)
-    for s, x in zip(range(0, n, batch_size), generate(G, z, y, batch_size), strict=True):
+    for s, x in zip(range(0, n, batch_size), generate_batches(G, z, y, batch_size), strict=True):
         yield to_uint8(x).cpu(), (y[s:s + batch_size] if y is not None else None)
 
 
