@@ -100,10 +100,10 @@ def run(fn: Callable[[], T], debug: bool = False) -> T:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[str, Any] | None = None,
+def tracked_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[str, Any] | None = None,
               system_metrics: bool = True) -> Iterator[Any]:
-    """The stage's MLflow run (ganops.tracking.stage_run), in the experiment `MLFLOW_EXPERIMENT_NAME` or else
-    params' `tracking:` section names.
+    """The stage's MLflow run (ganops.tracking.stage_run, which takes the experiment and params as values), in
+    the experiment `MLFLOW_EXPERIMENT_NAME` or else the `tracking:` section of the params file `params` names.
 
     `logged`: the params the run records (the stage's sections, as dicts); `data_meta`: the prepared data's
     meta, recorded with the run; system metrics are sampled when `tracking.system_metrics` is on and the
@@ -121,15 +121,20 @@ def stage_run(stage: str, params: Path, logged: dict[str, Any], data_meta: dict[
 
 
 def prepared_meta(data: Path) -> dict[str, Any]:
-    """The prepared data's meta.json, refused early if the networks cannot take its image size."""
+    """The prepared data's meta.json, refused early if the networks cannot take its image size.
+
+    Checked against the vocabulary (choices.py), not the networks' size plans: every stage reads the meta,
+    and only the stages that build a network may depend on models/ (models/blocks.py asserts that its
+    plans cover exactly IMAGE_SIZES, so the two rules agree).
+    """
+    from ganops.choices import CHANNELS, IMAGE_SIZES
     from ganops.data.prepared import read_meta
-    from ganops.models.blocks import size_plan
 
     meta = read_meta(data)
-    try:
-        size_plan(meta["image_size"], meta["channels"])
-    except ValueError as e:
-        raise GanopsError(f"{data / 'meta.json'}: {e}") from None
+    for key, allowed in (("image_size", IMAGE_SIZES), ("channels", CHANNELS)):
+        if meta[key] not in allowed:
+            raise GanopsError(f"{data / 'meta.json'}: {key} {meta[key]} not supported by the networks; "
+                              f"use one of {', '.join(map(str, allowed))}")
     return meta
 
 

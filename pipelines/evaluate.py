@@ -20,7 +20,7 @@ import typer
 
 from ganops.config import EvaluateConfig, PromoteConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, tracked_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 
@@ -50,10 +50,10 @@ def load_against(cfg: EvaluateConfig, data: Path, reference: Path, floor: Path, 
     from ganops.metrics.evaluation import read_floor
     from ganops.metrics.fid import FeatureStats
     from ganops.metrics.judge import judge_reference_stats, load_judge
-    from ganops.metrics.registry import metric_name
+    from ganops.metrics.names import MetricName
 
     meta = prepared_meta(data)
-    names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
+    names = [str(MetricName(k, cfg.num_samples)) for k in cfg.metrics]
     ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
     floor_data = read_floor(floor, names, meta)
     judge_net = load_judge(judge, key=key)
@@ -164,7 +164,7 @@ def main(
         from ganops.checkpoint import key_from_env
         from ganops.data.prepared import check_trained_on
         from ganops.io import write_json
-        from ganops.metrics.registry import metric_kinds
+        from ganops.metrics.names import metric_kinds
         from ganops.models.generator import load_generator
         from ganops.runtime import resolve_device
 
@@ -182,7 +182,7 @@ def main(
         made_by = {k: gens[0][2][k] for k in ("model", "train") if isinstance(gens[0][2].get(k), dict)}
         logged = {"evaluate": dataclasses.asdict(cfg), "generators": [str(p) for p in generator],
                   "model_name": promote.model_name, **made_by}
-        with stage_run("evaluate", params, logged, data_meta=on.meta) as mlrun:
+        with tracked_run("evaluate", params, logged, data_meta=on.meta) as mlrun:
             rows, results = [], []
             for path, G, gcfg in gens:
                 res, images, labels, seconds = score(cfg, path, G.to(device), gcfg, on)

@@ -15,7 +15,7 @@ import typer
 
 from ganops.config import EvaluateConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, tracked_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 
@@ -25,35 +25,36 @@ def main(
     reference: Annotated[Path, typer.Option(help="test-split statistics (ganops reference)")] = Path(
         "stats/test_inception.safetensors"),
     metrics: MetricsOpt = Path("metrics/floor.json"),
-    shipped: Annotated[Path, typer.Option(help="shipped results to reuse when data, N, seed and protocol match")] = (
+    precomputed: Annotated[Path, typer.Option(
+        "--precomputed", "--shipped", help="precomputed floors to reuse when data, N, seed and protocol match")] = (
         Path("stats/shipped")),
     debug: DebugOpt = False,
 ) -> None:
     """FID/KID of evaluate.num_samples training images vs the test reference."""
 
     def go() -> None:
-        from ganops.metrics.registry import metric_kinds
+        from ganops.metrics.names import metric_kinds
 
         cfg = load_section(params, "evaluate", EvaluateConfig, choices={"metrics": metric_kinds()})
         check_writable(metrics, detail_of(metrics))
         meta = prepared_meta(data)
 
         from ganops.data.prepared import load_split
-        from ganops.metrics.evaluation import floor_indices, floor_protocols, real_data_floor
         from ganops.metrics.fid import FeatureStats
-        from ganops.metrics.registry import metric_name
-        from ganops.metrics.shipped import find_floor, floor_key
+        from ganops.metrics.floor import floor_indices, floor_protocols, real_data_floor
+        from ganops.metrics.names import MetricName
+        from ganops.metrics.precomputed import find_floor, floor_key
         from ganops.runtime import resolve_device
 
         ref = FeatureStats.load(reference, expect={"split": "test", "source_hash": meta["content_hash"]})
         train_x, _ = load_split(data, "train")
         floor_indices(len(train_x), cfg.num_samples, cfg.seed)  # fail before the MLflow run if N is too big
-        names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
+        names = [str(MetricName(k, cfg.num_samples)) for k in cfg.metrics]
         logged = {"evaluate": dataclasses.asdict(cfg)}  # the section it reads, prefixed like every stage's
-        with stage_run("floor", params, logged, data_meta=meta) as mlrun:
+        with tracked_run("floor", params, logged, data_meta=meta) as mlrun:
             t0 = time.perf_counter()
             key = floor_key(meta["content_hash"], cfg.num_samples, cfg.seed, floor_protocols(names, ref, cfg.seed))
-            hit = find_floor(shipped, key)
+            hit = find_floor(precomputed, key)
             if hit is not None:
                 floor, source = hit
             else:

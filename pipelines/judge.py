@@ -11,7 +11,7 @@ import typer
 
 from ganops.config import JudgeConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, tracked_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 MIN_ACCURACY = 0.5  # below this the judge's coverage numbers mean little: warn loudly
@@ -41,7 +41,7 @@ def main(
         train_x, train_y = load_split(data, "train")
         test_x, test_y = load_split(data, "test")
         logged = {"judge": dataclasses.asdict(cfg)}
-        with stage_run("judge", params, logged, data_meta=meta) as mlrun:
+        with tracked_run("judge", params, logged, data_meta=meta) as mlrun:
             model, m = train_judge(train_x, train_y, test_x, test_y, meta["num_classes"], epochs=cfg.epochs,
                                    batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, width=cfg.width,
                                    runtime=cfg, log=typer.echo)

@@ -16,7 +16,7 @@ import typer
 
 from ganops.config import DataConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run, tracked_run
 
 PER_CLASS = 8  # real images per class in the logged grid
 
@@ -42,7 +42,7 @@ def main(
         from ganops.errors import ValidationFailed
 
         report = validation / REPORT_NAME
-        with stage_run("prepare", params, {"data": dataclasses.asdict(cfg)}) as mlrun:
+        with tracked_run("prepare", params, {"data": dataclasses.asdict(cfg)}) as mlrun:
             t0 = time.perf_counter()
             try:
                 res = prepare_dataset(cfg, raw, out, validation)

@@ -11,7 +11,7 @@ import typer
 
 from ganops.config import ModelConfig, PretrainConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, tracked_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 SUMMARY = ("test_loss", "train_flops")  # metrics/pretrain.json; the rest (minutes too) goes to its _detail.json
@@ -46,7 +46,7 @@ def main(
         from ganops.training.autoencoder import pretrain_autoencoder
 
         logged = {"pretrain": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
-        with stage_run("pretrain", params, logged, data_meta=meta) as mlrun:
+        with tracked_run("pretrain", params, logged, data_meta=meta) as mlrun:
             res = pretrain_autoencoder(cfg, model_cfg, train_x, test_x, sink=mlrun)
             config = {**logged, "image_size": meta["image_size"], "channels": meta["channels"],
                       "variational": cfg.variational, "data_hash": meta["content_hash"],

@@ -24,7 +24,7 @@ import typer
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, run, tracked_run
 from pipelines.metrics_files import detail_of, write_metrics
 
 # metrics/promote.json, what `dvc exp show` shows: promoted | refused | unchanged. The versions, the reason and
@@ -65,20 +65,20 @@ def _under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def decide(cfg: PromoteConfig, uri: str, cand: Any, champ: Any,
-           write: bool) -> tuple[str, str, dict[str, Any], Any]:
-    """(promoted | refused | unchanged, the reason, the gate's figures, the champion after); `write` applies it."""
-    from ganops.gate import Candidate
-    from ganops.gate import decide as gate_decide
+def gate_and_apply(cfg: PromoteConfig, uri: str, cand: Any, champ: Any,
+                   write: bool) -> tuple[str, str, dict[str, Any], Any]:
+    """Run the gate on two registered versions: (promoted | refused | unchanged, the reason, the gate's figures,
+    the champion after); `write` moves the alias and records the decision."""
+    from ganops.gate import VersionRecord, should_promote
     from ganops.tracking.promotion import apply_decision
 
     if champ is not None and champ.version == cand.version:
         return "unchanged", f"v{cand.version} is already the champion", {}, champ
     # The tag strings, not the parsed metrics: the gate refuses a value it cannot read, where the
     # parsed view (for display) would silently drop it.
-    as_cand = Candidate(cand.version, cand.metric_tags, cand.tags.get("ganops.data_hash"))
-    as_champ = Candidate(champ.version, champ.metric_tags, champ.tags.get("ganops.data_hash")) if champ else None
-    d = gate_decide(as_cand, as_champ, cfg)
+    as_cand = VersionRecord(cand.version, cand.metric_tags, cand.tags.get("ganops.data_hash"))
+    as_champ = VersionRecord(champ.version, champ.metric_tags, champ.tags.get("ganops.data_hash")) if champ else None
+    d = should_promote(as_cand, as_champ, cfg)
     after = apply_decision(uri, cfg.model_name, cand.version, d.promote, d.reason, d.figures, champ) \
         if write else champ
     return ("promoted" if d.promote else "refused"), d.reason, d.figures, after
@@ -127,16 +127,17 @@ def main(
         if cand is None:
             raise GanopsError(f"registered model {cfg.model_name!r} has no version {ver} in {uri}")
         if dry_run:
-            status, reason, figures, after = decide(cfg, uri, cand, current_champion(uri, cfg.model_name), False)
+            champ = current_champion(uri, cfg.model_name)
+            status, reason, figures, after = gate_and_apply(cfg, uri, cand, champ, False)
             typer.echo(f"promote (dry run): v{ver} would be {status}: {reason}")
             return refused_code if status == "refused" else 0
         logged = {"promote": dataclasses.asdict(cfg), "candidate_version": ver}
-        with stage_run("promote", params, logged, system_metrics=False) as mlrun:
+        with tracked_run("promote", params, logged, system_metrics=False) as mlrun:
             from ganops.tracking.promotion import registry_lock
 
             with registry_lock(uri, cfg.model_name, notify=lambda line: typer.echo(f"promote: {line}", err=True)):
                 before = current_champion(uri, cfg.model_name)  # read under the lock, not before it
-                status, reason, figures, after = decide(cfg, uri, cand, before, True)
+                status, reason, figures, after = gate_and_apply(cfg, uri, cand, before, True)
             result = {"decision": status, "promoted": int(status == "promoted"), "reason": reason,
                       "model_name": cfg.model_name, "candidate_version": ver,
                       "champion_before": before.version if before else None,

@@ -14,7 +14,7 @@ import typer
 
 from ganops.config import EvaluateConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, check_writable, prepared_meta, run, tracked_run
 
 SPLIT = "test"  # Lucic et al. 2018 protocol: generated samples vs the test images
 
@@ -23,30 +23,31 @@ def main(
     params: ParamsOpt = Path("params.yaml"),
     data: Annotated[Path, typer.Option(help="prepared-data directory")] = Path("data/prepared"),
     out: Annotated[Path, typer.Option(help="statistics file to write")] = Path("stats/test_inception.safetensors"),
-    shipped: Annotated[Path, typer.Option(help="shipped results to reuse when data, network and resize match")] = Path(
-        "stats/shipped"),
+    precomputed: Annotated[Path, typer.Option(
+        "--precomputed", "--shipped", help="precomputed statistics to reuse when data, network and resize match")] = (
+        Path("stats/shipped")),
     debug: DebugOpt = False,
 ) -> None:
     """Inception features and moments of the test split (the FID/KID reference)."""
 
     def go() -> None:
-        from ganops.metrics.registry import metric_kinds
+        from ganops.metrics.names import metric_kinds
 
         cfg = load_section(params, "evaluate", EvaluateConfig, choices={"metrics": metric_kinds()})
         check_writable(out)
         meta = prepared_meta(data)
 
         from ganops.data.prepared import load_split
-        from ganops.metrics.evaluation import progress
-        from ganops.metrics.registry import reference_meta, reference_stats
-        from ganops.metrics.shipped import find_reference
+        from ganops.metrics.inception import progress
+        from ganops.metrics.precomputed import find_reference
+        from ganops.metrics.reference import reference_meta, reference_stats
         from ganops.runtime import resolve_device
 
         test_x, _ = load_split(data, SPLIT)
         device = resolve_device(cfg.device)
-        with stage_run("reference", params, {"split": SPLIT, "batch_size": cfg.batch_size}, data_meta=meta) as mlrun:
+        with tracked_run("reference", params, {"split": SPLIT, "batch_size": cfg.batch_size}, data_meta=meta) as mlrun:
             t0 = time.perf_counter()
-            hit = find_reference(shipped, reference_meta(SPLIT, meta["content_hash"]), len(test_x))
+            hit = find_reference(precomputed, reference_meta(SPLIT, meta["content_hash"]), len(test_x))
             if hit is not None:
                 stats, source = hit
             else:

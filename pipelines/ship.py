@@ -2,7 +2,7 @@
 
 Run it after a `dvc repro` on new default data (or after a change of the Inception protocol), then commit
 stats/shipped/: the next first run reuses both instead of ~55 minutes of Inception on a 2-core AVX2 CPU.
-Each file gets a sha256 digest of its contents, which the stages check before reusing it (metrics/shipped.py).
+Each file gets a sha256 digest of its contents, which the stages check before reusing it (metrics/precomputed.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(
     def go() -> None:
         from ganops.errors import GanopsError
         from ganops.metrics.fid import FeatureStats
-        from ganops.metrics.shipped import pack_reference, ship_floor
+        from ganops.metrics.precomputed import pack_floor, pack_reference
 
         stats = FeatureStats.load(reference)
         try:
@@ -39,7 +39,7 @@ def main(
             raise GanopsError(f"{floor}: cannot read the floor record ({type(e).__name__}: {e})") from None
         if not isinstance(record, dict):
             raise GanopsError(f"{floor}: expected a JSON object (the floor's _detail.json)")
-        for p in (pack_reference(stats, to), ship_floor(record, stats.meta["source_hash"], to)):
+        for p in (pack_reference(stats, to), pack_floor(record, stats.meta["source_hash"], to)):
             typer.echo(f"ship-stats: wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
 
     run(go, debug)

@@ -13,7 +13,7 @@ import typer
 
 from ganops.config import ModelConfig, TrainConfig
 from ganops.params import load_section
-from pipelines.common import DebugOpt, ParamsOpt, RenamedMetrics, check_writable, prepared_meta, run, stage_run
+from pipelines.common import DebugOpt, ParamsOpt, RenamedMetrics, check_writable, prepared_meta, run, tracked_run
 from pipelines.metrics_files import MetricsOpt, detail_of, write_metrics
 
 # metrics/train.json, what `dvc exp show` compares: the best epoch's judge FID and the compute budget (FLOPs are
@@ -143,7 +143,7 @@ def main(
             logged = {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg),
                       "score": "judge-fid" if judge is not None else "pixel-fd"}
             # only rank 0 of a torchrun job records a run and writes outputs
-            ctx: Any = stage_run("train", params, logged, data_meta=meta) if dist.is_main \
+            ctx: Any = tracked_run("train", params, logged, data_meta=meta) if dist.is_main \
                 else contextlib.nullcontext(None)
             with ctx as mlrun:
                 # the core logs its epoch score generically; here it gets the name evaluate gives the same figure

@@ -20,8 +20,7 @@ from ganops.checkpoint import load_checkpoint
 from ganops.config import ModelConfig, TrainConfig
 from ganops.errors import GanopsError
 from ganops.models.autoencoder import build_autoencoder
-from ganops.models.generator import build_generator
-from ganops.models.generator import load_generator
+from ganops.models.generator import build_generator, load_generator
 from ganops.training.common import NullSink
 from ganops.training.diffaugment import diff_augment
 from ganops.training.ema import EMA

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ganops.errors import GanopsError
-from ganops.gate import KID_NEG_SIGMAS, Candidate, decide
+from ganops.gate import KID_NEG_SIGMAS, VersionRecord, should_promote
 from pipelines.cli import app
 from tests.test_promote import CFG, NAME, add_version, champion, make_repo, promote
 
@@ -23,10 +23,10 @@ KEYS = {"fid": "fid10k", "kid": "kid10k", "std": "kid10k_std", "share": "judge/m
 
 
 def version(v: str, fid: float | str = 20.0, kid: float | str = 0.010, std: float | str = 0.001,
-            share: float | str = 1.0, drop: tuple[str, ...] = ()) -> Candidate:
+            share: float | str = 1.0, drop: tuple[str, ...] = ()) -> VersionRecord:
     """A version with every figure the gate reads (KEYS), less those in `drop`."""
     figs = {"fid": fid, "kid": kid, "std": std, "share": share}
-    return Candidate(v, {KEYS[k]: x for k, x in figs.items() if k not in drop}, "d1")
+    return VersionRecord(v, {KEYS[k]: x for k, x in figs.items() if k not in drop}, "d1")
 
 
 GOOD_CHAMP = version("1", fid=30.0, kid=0.020)
@@ -47,34 +47,34 @@ def test_a_figure_that_is_not_a_finite_number_in_range_is_an_error_not_a_decisio
     bad = version("2" if who == "candidate" else "1", **{key: value})
     cand, champ = (bad, GOOD_CHAMP) if who == "candidate" else (version("2"), bad)
     with pytest.raises(GanopsError, match=f"{who} v{bad.version}: metric {KEYS[key]} is"):
-        decide(cand, champ, CFG)
+        should_promote(cand, champ, CFG)
 
 
 def test_a_nan_kid_std_does_not_skip_the_kid_rule() -> None:
     """The case that used to promote: NaN noise made `kid_gain <= noise` false, so the KID rule passed."""
     champ = version("1", fid=30.0, kid=0.010)
-    assert not decide(version("2", fid=25.0, kid=0.010), champ, CFG).promote  # equal KID: refused
+    assert not should_promote(version("2", fid=25.0, kid=0.010), champ, CFG).promote  # equal KID: refused
     with pytest.raises(GanopsError, match="kid10k_std is nan"):
-        decide(version("2", fid=25.0, kid=0.010, std=NAN), champ, CFG)
+        should_promote(version("2", fid=25.0, kid=0.010, std=NAN), champ, CFG)
     with pytest.raises(GanopsError, match="fid10k is -1"):  # and a negative FID is not a perfect one
-        decide(version("2", fid=-1.0), None, CFG)
+        should_promote(version("2", fid=-1.0), None, CFG)
 
 
 def test_kid_may_be_slightly_negative_as_an_unbiased_estimate_is_but_not_beyond_its_noise() -> None:
     std = 0.001
-    ok = decide(version("2", fid=20.0, kid=-(KID_NEG_SIGMAS - 0.5) * std, std=std), GOOD_CHAMP, CFG)
+    ok = should_promote(version("2", fid=20.0, kid=-(KID_NEG_SIGMAS - 0.5) * std, std=std), GOOD_CHAMP, CFG)
     assert ok.promote and ok.figures["candidate_kid"] < 0
     with pytest.raises(GanopsError, match=r"kid10k is -0.0035, not a finite number >= -3 × kid10k_std"):
-        decide(version("2", fid=20.0, kid=-(KID_NEG_SIGMAS + 0.5) * std, std=std), GOOD_CHAMP, CFG)
+        should_promote(version("2", fid=20.0, kid=-(KID_NEG_SIGMAS + 0.5) * std, std=std), GOOD_CHAMP, CFG)
 
 
 def test_kid_without_its_std_or_std_without_kid_is_an_error() -> None:
     with pytest.raises(GanopsError, match="kid10k without kid10k_std"):
-        decide(version("2", drop=("std",)), GOOD_CHAMP, CFG)
+        should_promote(version("2", drop=("std",)), GOOD_CHAMP, CFG)
     with pytest.raises(GanopsError, match="kid10k_std without kid10k"):
-        decide(version("2", drop=("kid",)), GOOD_CHAMP, CFG)
+        should_promote(version("2", drop=("kid",)), GOOD_CHAMP, CFG)
     # both absent (evaluated without KID) is fine: the KID rule does not apply
-    assert decide(version("2", drop=("kid", "std")), GOOD_CHAMP, CFG).promote
+    assert should_promote(version("2", drop=("kid", "std")), GOOD_CHAMP, CFG).promote
 
 
 # ---- ganops promote against a real registry --------------------------------------------------------

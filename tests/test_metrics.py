@@ -4,6 +4,8 @@ the preprocessing, and (on 8 images) the real TF-Inception network."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -16,6 +18,7 @@ from ganops.metrics import inception, registry
 from ganops.metrics.fid import FeatureStats, frechet_distance
 from ganops.metrics.kernel_distance import kid
 from ganops.metrics.manifold import precision_recall
+from ganops.metrics.names import KINDS, MetricName, standard_names
 
 
 def gaussian_feats(n: int, d: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
@@ -172,14 +175,44 @@ def test_stats_file_refuses_a_different_data_version_or_garbage(tmp_path) -> Non
 # ---- registry ----------------------------------------------------------------------------------
 
 def test_metric_names_follow_the_protocol() -> None:
-    assert registry.metric_name("fid", 10_000) == "fid10k"
-    assert registry.metric_name("kid", 2_500) == "kid2500"
-    assert registry.parse_metric_name("fid10k") == ("fid", 10_000)
-    assert registry.parse_metric_name("pr500") == ("pr", 500)
-    assert {"fid10k", "fid5k", "fid2k", "kid10k", "pr10k"} <= set(registry.list_metrics())
+    assert str(MetricName("fid", 10_000)) == "fid10k"
+    assert str(MetricName("kid", 2_500)) == "kid2500"
+    assert MetricName.parse("fid10k") == MetricName("fid", 10_000)
+    assert MetricName.parse("pr500") == MetricName("pr", 500)
+    assert {"fid10k", "fid5k", "fid2k", "kid10k", "pr10k"} <= set(standard_names())
     for bad in ("fidk", "fid0k", "fod10k", "fid10m"):
         with pytest.raises(GanopsError, match="unknown metric"):
-            registry.parse_metric_name(bad)
+            MetricName.parse(bad)
+
+
+def test_a_name_has_one_spelling_and_derived_keys_are_not_names() -> None:
+    assert MetricName.of("fid10000") is None and MetricName.of("kid10k_std") is None  # "fid10k"; a spread
+    assert MetricName.of("floor/fid10k") is None and MetricName.of("fid10k_over_floor") is None
+    assert MetricName.parse("fid10k").with_kind("kid") == MetricName.parse("kid10k")
+    with pytest.raises(GanopsError, match="no metric 'fad'"):
+        MetricName("fad", 10_000)
+
+
+def test_every_kind_in_the_vocabulary_has_one_registered_function() -> None:
+    assert tuple(registry._metrics) == KINDS
+    with pytest.raises(ValueError, match="not in ganops.metrics.names.KINDS"):
+        registry.register_metric()(lambda opts: {})
+
+
+def test_the_floor_refuses_a_name_whose_n_is_not_its_n() -> None:
+    from ganops.metrics.floor import real_data_floor
+
+    with pytest.raises(GanopsError, match=r"^real-data floor of 100 images cannot give kid2k \(N differs from 100\)$"):
+        real_data_floor(torch.zeros(200, 1, 28, 28, dtype=torch.uint8), synthetic_reference(), ["fid100", "kid2k"],
+                        100, seed=0)
+
+
+def test_metric_names_import_without_torch() -> None:
+    """The vocabulary is torch-free: the gate, lineage and the stages' option checks read names without it."""
+    code = ("import sys; from ganops.metrics.names import MetricName; from ganops.gate import fid_key; "
+            "assert str(MetricName.parse('kid5k')) == 'kid5k' and fid_key(['kid10k', 'fid10k']) == 'fid10k'; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy')); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def synthetic_reference(n: int = 120, d: int = 32) -> FeatureStats:

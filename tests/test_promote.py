@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
-from ganops.gate import Candidate, decide
+from ganops.gate import VersionRecord, should_promote
 from ganops.provenance import pipeline_key
 from ganops.tracking.promotion import (
     LOCK_TTL_S,
@@ -43,58 +43,58 @@ CFG = PromoteConfig(model_name=NAME, max_fid=60.0, min_improvement=0.5, kid_sigm
 
 
 def cand(version: str, fid: float, kid: float | None = None, std: float = 0.001, data: str = "d1",
-         n: str = "10k") -> Candidate:
+         n: str = "10k") -> VersionRecord:
     metrics = {f"fid{n}": fid}
     if kid is not None:
         metrics |= {f"kid{n}": kid, f"kid{n}_std": std}
-    return Candidate(version, metrics, data)
+    return VersionRecord(version, metrics, data)
 
 
 # ---- the rule ---------------------------------------------------------------------------------
 
 def test_first_candidate_under_the_threshold_is_promoted_and_over_it_refused() -> None:
-    assert decide(cand("1", 59.9), None, CFG).promote
-    d = decide(cand("1", 60.1), None, CFG)
+    assert should_promote(cand("1", 59.9), None, CFG).promote
+    d = should_promote(cand("1", 60.1), None, CFG)
     assert not d.promote and "max_fid" in d.reason and d.figures["candidate_fid"] == 60.1
 
 
 def test_a_challenger_must_beat_the_champion_by_more_than_the_margin() -> None:
     champ = cand("1", 30.0, kid=0.020)
-    assert decide(cand("2", 25.0, kid=0.010), champ, CFG).promote
-    d = decide(cand("2", 29.6, kid=0.010), champ, CFG)  # 0.4 better: within min_improvement
+    assert should_promote(cand("2", 25.0, kid=0.010), champ, CFG).promote
+    d = should_promote(cand("2", 29.6, kid=0.010), champ, CFG)  # 0.4 better: within min_improvement
     assert not d.promote and "by more than 0.5" in d.reason
 
 
 def test_equal_quality_within_kid_noise_does_not_flip_the_champion() -> None:
     champ = cand("1", 30.0, kid=0.0200, std=0.002)
-    d = decide(cand("2", 29.0, kid=0.0190, std=0.002), champ, CFG)  # KID gain 0.001 < 1σ = 0.0028
+    d = should_promote(cand("2", 29.0, kid=0.0190, std=0.002), champ, CFG)  # KID gain 0.001 < 1σ = 0.0028
     assert not d.promote and "within noise" in d.reason and d.figures["kid_noise"] == pytest.approx(0.002828, 1e-3)
-    back = decide(champ, cand("2", 29.0, kid=0.0190, std=0.002), CFG)  # and the other way round
+    back = should_promote(champ, cand("2", 29.0, kid=0.0190, std=0.002), CFG)  # and the other way round
     assert not back.promote
 
 
 def test_numbers_from_another_protocol_or_data_are_not_compared() -> None:
-    assert "not comparable" in decide(cand("2", 10.0, n="2k"), cand("1", 30.0), CFG).reason
-    assert "not comparable" in decide(cand("2", 10.0, data="d2"), cand("1", 30.0), CFG).reason
+    assert "not comparable" in should_promote(cand("2", 10.0, n="2k"), cand("1", 30.0), CFG).reason
+    assert "not comparable" in should_promote(cand("2", 10.0, data="d2"), cand("1", 30.0), CFG).reason
 
 
 def test_a_mode_collapsed_candidate_is_refused_whatever_its_fid() -> None:
-    def covered(version: str, fid: float, share: float) -> Candidate:
+    def covered(version: str, fid: float, share: float) -> VersionRecord:
         c = cand(version, fid, kid=0.01)
-        return Candidate(c.version, {**c.metrics, "judge/min_share_ratio": share}, c.data_hash)
+        return VersionRecord(c.version, {**c.metrics, "judge/min_share_ratio": share}, c.data_hash)
 
-    d = decide(covered("2", 10.0, 0.35), cand("1", 30.0, kid=0.02), CFG)  # far better FID, one class at 0.35
+    d = should_promote(covered("2", 10.0, 0.35), cand("1", 30.0, kid=0.02), CFG)  # far better FID, one class at 0.35
     assert not d.promote and "mode collapse" in d.reason and d.figures["min_share_ratio"] == 0.35
     with pytest.raises(GanopsError, match="min_share_ratio is nan"):  # not a share: an error, not a refusal
-        decide(covered("1", 10.0, float("nan")), None, CFG)
-    assert decide(covered("2", 10.0, 0.5), cand("1", 30.0, kid=0.02), CFG).promote  # exactly half: passes
-    assert decide(covered("1", 10.0, 0.35), None, PromoteConfig(model_name=NAME, min_class_share=0.0)).promote
-    assert decide(cand("1", 10.0), None, CFG).promote  # evaluated without a judge: the rule does not apply
+        should_promote(covered("1", 10.0, float("nan")), None, CFG)
+    assert should_promote(covered("2", 10.0, 0.5), cand("1", 30.0, kid=0.02), CFG).promote  # exactly half: passes
+    assert should_promote(covered("1", 10.0, 0.35), None, PromoteConfig(model_name=NAME, min_class_share=0.0)).promote
+    assert should_promote(cand("1", 10.0), None, CFG).promote  # evaluated without a judge: the rule does not apply
 
 
 def test_a_candidate_without_fid_is_an_error() -> None:
     with pytest.raises(GanopsError, match="expected one FID metric"):
-        decide(Candidate("3", {"kid10k": 0.1}), None, CFG)
+        should_promote(VersionRecord("3", {"kid10k": 0.1}), None, CFG)
 
 
 # ---- ganops promote against real registries ------------------------------------------------------

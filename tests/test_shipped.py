@@ -19,16 +19,11 @@ from typer.testing import CliRunner
 from ganops.config import EvaluateConfig
 from ganops.errors import GanopsWarning
 from ganops.metrics import fid as fm
-from ganops.metrics.evaluation import floor_protocols
-from ganops.metrics.registry import (
-    REF_FEATURES,
-    compute_metrics,
-    metric_kinds,
-    metric_name,
-    reference_meta,
-    reference_subset,
-)
-from ganops.metrics.shipped import find_floor, find_reference, floor_key, pack_reference, ship_floor
+from ganops.metrics.floor import floor_protocols
+from ganops.metrics.names import MetricName, metric_kinds
+from ganops.metrics.precomputed import find_floor, find_reference, floor_key, pack_floor, pack_reference
+from ganops.metrics.reference import REF_FEATURES, reference_meta, reference_subset
+from ganops.metrics.registry import compute_metrics
 from ganops.params import load_section
 from pipelines.cli import app
 from tests.conftest import REPO, write_idx_dataset
@@ -192,7 +187,7 @@ def test_a_shipped_reference_matches_only_its_own_header(tmp_path: Path) -> None
     assert find_reference(tmp_path / "missing", stats.meta, stats.n) is None
     path = next(tmp_path.iterdir())
     path.write_bytes(b"not safetensors")  # a damaged file is not a match, nor a crash: it is named
-    with pytest.warns(GanopsWarning, match=f"^{path}: not a readable shipped reference .*; computing instead$"):
+    with pytest.warns(GanopsWarning, match=f"^{path}: not a readable precomputed reference .*; computing instead$"):
         assert find_reference(tmp_path, stats.meta, stats.n) is None
 
 
@@ -227,7 +222,7 @@ def test_a_shipped_reference_is_reused_only_while_its_contents_match_its_digest(
 def test_a_shipped_floor_matches_only_its_key_and_its_digest(tmp_path: Path) -> None:
     protocol = {"fid100": {"kind": "fid", "n_ref": 50}}
     record = {"metrics": {"fid100": 3.0}, "n": 100, "seed": 42, "protocol": protocol}
-    path = ship_floor(record, "abc", tmp_path)
+    path = pack_floor(record, "abc", tmp_path)
     key = floor_key("abc", 100, 42, protocol)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -243,7 +238,7 @@ def test_a_shipped_floor_matches_only_its_key_and_its_digest(tmp_path: Path) -> 
     with pytest.warns(GanopsWarning, match="has no digest"):
         assert find_floor(tmp_path, key) is None
     path.write_text("{")
-    with pytest.warns(GanopsWarning, match="not a readable shipped floor"):
+    with pytest.warns(GanopsWarning, match="not a readable precomputed floor"):
         assert find_floor(tmp_path, key) is None
 
 
@@ -261,7 +256,7 @@ def test_the_committed_shipped_files_pass_their_digests_for_the_default_params()
         hit = find_reference(shipped, reference_meta("test", source_hash), 10_000)  # Fashion-MNIST's test split
         assert hit is not None and hit[1] == ref_path
         ref = hit[0]
-        names = [metric_name(k, cfg.num_samples) for k in cfg.metrics]
+        names = [str(MetricName(k, cfg.num_samples)) for k in cfg.metrics]
         key = floor_key(source_hash, cfg.num_samples, cfg.seed, floor_protocols(names, ref, cfg.seed))
         floor = find_floor(shipped, key)
     assert floor is not None and floor[0] == json.loads((REPO / "metrics/floor_detail.json").read_text())

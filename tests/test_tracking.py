@@ -21,7 +21,6 @@ from ganops.tracking import (
     TrackingError,
     TrackingWarning,
     check_store,
-    find_pipeline_runs,
     image_grid,
     repo_root,
     resolve_tracking_uri,
@@ -55,6 +54,18 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> 
 
 def client() -> MlflowClient:
     return MlflowClient(resolve_tracking_uri(Path.cwd()))
+
+
+def pipeline_runs(key: str, experiment: str) -> list[dict]:
+    """The stage runs tagged with pipeline key `key`, oldest first, as the MLflow UI or a client finds them
+    (the product tags every stage run with `ganops.pipeline` and nests them under one parent run)."""
+    exp = client().get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client().search_runs([exp.experiment_id], filter_string=f"tags.`ganops.pipeline` = '{key}'",
+                                order_by=["attributes.start_time ASC"])
+    return [{"run_id": r.info.run_id, "stage": r.data.tags.get("ganops.stage"), "status": r.info.status}
+            for r in runs]
 
 
 def run_stage(repo: Path, stage: str = "pretrain", params: dict | None = None, **kw) -> str:
@@ -147,14 +158,14 @@ def test_stages_of_one_repro_share_a_pipeline_key_and_are_found_together(repo: P
 
     key = client().get_run(first).data.tags["ganops.pipeline"]
     assert client().get_run(second).data.tags["ganops.pipeline"] == key
-    runs = find_pipeline_runs(key, "test")
+    runs = pipeline_runs(key, "test")
     assert [(r["run_id"], r["stage"], r["status"]) for r in runs] == [
         (first, "pretrain", "FINISHED"), (second, "train", "FINISHED")]
 
     (repo / "params.yaml").write_text("seed: 42\ntrain:\n  lr: 0.001\n")
     assert client().get_run(run_stage(repo, "train")).data.tags["ganops.pipeline"] != key
-    assert len(find_pipeline_runs(key, "test")) == 2
-    assert find_pipeline_runs(key, "no-such-experiment") == []
+    assert len(pipeline_runs(key, "test")) == 2
+    assert pipeline_runs(key, "no-such-experiment") == []
 
 
 def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_an_input(
@@ -174,7 +185,7 @@ def test_one_pipeline_is_one_parent_run_with_its_stages_nested_and_the_data_as_a
     assert parent.info.run_name == f"pipeline {first.pipeline_key[:8]}"
     # who ran it: the UI's User column, on the parent and its stages
     assert parent.data.tags["mlflow.user"] == "alice" and {r.data.tags["mlflow.user"] for r in runs} == {"alice"}
-    assert [r["run_id"] for r in find_pipeline_runs(first.pipeline_key, "test")] == [first.run_id, second.run_id]
+    assert [r["run_id"] for r in pipeline_runs(first.pipeline_key, "test")] == [first.run_id, second.run_id]
     # the prepared data is a dataset input: same content hash, same digest
     for r in runs:
         (ds,) = r.inputs.dataset_inputs
@@ -231,7 +242,7 @@ def test_pipeline_id_env_var_overrides_the_derived_key(repo: Path, monkeypatch: 
     monkeypatch.setenv("GANOPS_PIPELINE_ID", "ci-build-17")
     run_id = run_stage(repo)
     assert client().get_run(run_id).data.tags["ganops.pipeline"] == "ci-build-17"
-    assert [r["run_id"] for r in find_pipeline_runs("ci-build-17", "test")] == [run_id]
+    assert [r["run_id"] for r in pipeline_runs("ci-build-17", "test")] == [run_id]
 
 
 def test_image_grid_is_logged_as_a_png_of_the_grid_size(repo: Path) -> None:

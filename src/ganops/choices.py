@@ -4,7 +4,7 @@ modules that implement them import them from here.
 Torch-free and import-free on purpose: every stage loads config, so whatever config imports becomes a
 DVC dependency of every stage. The lists that grow by contribution live with their implementation
 instead, and the stage that uses them checks them on load (`load_section(..., choices=...)`):
-GAN losses in `ganops.losses.GAN_LOSSES`, metric kinds in `ganops.metrics.registry.metric_kinds()`, data
+GAN losses in `ganops.losses.GAN_LOSSES`, metric kinds in `ganops.metrics.names.KINDS`, data
 sources in `ganops.data.sources.SOURCES`.
 """
 

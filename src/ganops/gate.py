@@ -1,6 +1,6 @@
 """The promotion gate: does a candidate generator replace the champion? Pure: numbers in, a decision out.
 
-A candidate passes when
+A candidate passes (`should_promote`) when
   0. no class is mode-collapsed: the judge's weakest class share (`judge/min_share_ratio`, share × K) is
      at least `promote.min_class_share` (a generator that drops a class can still score a fair FID);
      a version evaluated without a judge has no such metric and skips this rule; and
@@ -19,17 +19,14 @@ a NaN compares false with everything, so it would silently skip the rule it feed
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganops.config import PromoteConfig
 from ganops.errors import GanopsError
+from ganops.metrics.names import MetricName
 
-# The one rule for which metric keys are "the FID": fid<N>[k] exactly (not floor/fid10k, fid10k_over_floor).
-_FID = re.compile(r"fid\d+k?")
-_KID = re.compile(r"kid\d+k?(_std)?")
 MIN_SHARE = "judge/min_share_ratio"  # the judge's weakest class share × K, as `ganops evaluate` logs and registers it
 # KID is an unbiased estimate: a generator as good as the data scores around 0, a little below as often
 # as above. Its mean over the subsets scatters by about std / sqrt(subsets) (std: the subsets' spread), so
@@ -39,7 +36,12 @@ KID_NEG_SIGMAS = 3.0
 
 def is_fid_key(key: str) -> bool:
     """True for a protocol FID key (fid10k, fid2500), false for derived ones (floor/fid10k, fid10k_over_floor)."""
-    return _FID.fullmatch(key) is not None
+    return (name := MetricName.of(key)) is not None and name.kind == "fid"
+
+
+def _is_kid_key(key: str) -> bool:
+    """kid<N> or its spread kid<N>_std."""
+    return (name := MetricName.of(key.removesuffix("_std"))) is not None and name.kind == "kid"
 
 
 def fid_key(metrics: Iterable[str]) -> str | None:
@@ -49,19 +51,19 @@ def fid_key(metrics: Iterable[str]) -> str | None:
 
 def kid_key(fid_name: str) -> str:
     """The KID key measured with the same N as `fid_name`: fid10k -> kid10k (its spread: kid10k_std)."""
-    return "kid" + fid_name.removeprefix("fid")
+    return str(MetricName.parse(fid_name).with_kind("kid"))
 
 
 def gate_inputs(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics the gate reads, of an evaluation's: fid<N>, kid<N> and kid<N>_std, judge/min_share_ratio.
     A registered version carries just these as tags; the rest lives on its run and logged model."""
-    return {k: v for k, v in metrics.items() if is_fid_key(k) or _KID.fullmatch(k) or k == MIN_SHARE}
+    return {k: v for k, v in metrics.items() if is_fid_key(k) or _is_kid_key(k) or k == MIN_SHARE}
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """What the gate reads of a registered version: its metrics (numbers, or the registry's tag strings,
-    which the gate parses and checks) and the data hash of its reference."""
+class VersionRecord:
+    """What the gate reads of a registered version, the candidate's or the champion's: its metrics (numbers,
+    or the registry's tag strings, which the gate parses and checks) and the data hash of its reference."""
 
     version: str
     metrics: Mapping[str, float | str]
@@ -86,7 +88,7 @@ class GateFigures:
     min_share: float | None  # None when evaluated without a judge
 
 
-def _number(c: Candidate, role: str, key: str, low: float, low_text: str) -> float:
+def _number(c: VersionRecord, role: str, key: str, low: float, low_text: str) -> float:
     raw = c.metrics[key]
     try:
         x = float(raw)
@@ -99,7 +101,7 @@ def _number(c: Candidate, role: str, key: str, low: float, low_text: str) -> flo
     return x
 
 
-def gate_figures(c: Candidate, role: str = "version") -> GateFigures:
+def gate_figures(c: VersionRecord, role: str = "version") -> GateFigures:
     """The figures of `c` the gate reads, each finite and in its valid range, else GanopsError naming
     `role` (candidate/champion), the version and the metric. The one definition of those ranges:
       fid >= 0 (a squared distance), kid_std >= 0 (a spread), min_share_ratio >= 0 (a share × K),
@@ -128,7 +130,7 @@ class Decision:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def decide(cand: Candidate, champion: Candidate | None, cfg: PromoteConfig) -> Decision:
+def should_promote(cand: VersionRecord, champion: VersionRecord | None, cfg: PromoteConfig) -> Decision:
     """Apply the gate (see the module docstring); GanopsError if a figure it reads, of the candidate
     or the champion, is missing, not a number or out of range."""
     c = gate_figures(cand, "candidate")

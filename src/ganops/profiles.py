@@ -77,6 +77,6 @@ def _choices() -> dict[str, dict[str, tuple[str, ...]]]:
     stages check on load, checked here too so a profile with a typo fails when applied, not mid-pipeline."""
     from ganops.data.sources import SOURCES
     from ganops.losses import GAN_LOSSES
-    from ganops.metrics.registry import metric_kinds
+    from ganops.metrics.names import metric_kinds
 
     return {"data": {"source": SOURCES}, "train": {"loss": GAN_LOSSES}, "evaluate": {"metrics": metric_kinds()}}

@@ -5,7 +5,7 @@ Pure: tensors and stats in, plain dicts out; no params.yaml, no MLflow. Three co
 ≈ 3 000 img/s, the judge ≈ 10 000 img/s.
 
     ref = FeatureStats.load("stats/test_inception.safetensors", expect={"source_hash": h})
-    floor = real_data_floor(train_x, ref, ["fid10k", "kid10k"], seed=0)            # once per data version
+    floor = real_data_floor(train_x, ref, ["fid10k", "kid10k"], 10_000, seed=0)  # metrics/floor.py, once per data
     res = evaluate_images(images, ref, ["fid10k", "kid10k"], floor, judge=..., ...)
     res["fid10k"], res["floor"]["fid10k"], res["judge"]["normalized_entropy"]
 
@@ -16,87 +16,19 @@ biased upward at finite N, so a model FID means most beside its floor.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ganops.errors import GanopsError
 from ganops.metrics.fid import FeatureStats
-from ganops.metrics.inception import ProgressFn, extract_features
-from ganops.metrics.registry import compute_metrics, flatten, metric_protocol
-
-LOG_EVERY_S = 60.0  # a progress line this often when stderr is not a terminal (DVC logs, CI)
-
-
-def _eta(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-@contextlib.contextmanager
-def progress(description: str, total: int, log: Callable[[str], Any]) -> Iterator[ProgressFn]:
-    """A ProgressFn(done, total) for `extract_features`: a rich bar with ETA on a terminal, else a log
-    line every LOG_EVERY_S seconds (rate and ETA), and always a final line with the rate."""
-    from ganops.runtime import progress_bar
-
-    t0 = time.perf_counter()
-    state = {"done": 0, "logged": t0}
-    tty = sys.stderr.isatty()
-    with progress_bar(total, description) as bar:
-
-        def update(done: int, _total: int | None) -> None:
-            bar.advance(done - state["done"])
-            state["done"] = done
-            now = time.perf_counter()
-            if not tty and now - state["logged"] >= LOG_EVERY_S and done < total:
-                rate = done / (now - t0)
-                log(f"{description}: {done}/{total} images, {rate:.1f} img/s, eta {_eta((total - done) / rate)}")
-                state["logged"] = now
-
-        yield update
-    seconds = time.perf_counter() - t0
-    log(f"{description}: {state['done']} images in {_eta(seconds)} ({state['done'] / max(seconds, 1e-9):.1f} img/s)")
-
-
-def inception_features(images: torch.Tensor, description: str, log: Callable[[str], Any],
-                       batch_size: int, device: str | torch.device = "cpu") -> np.ndarray:
-    """Inception pool3 features float64 (N, 2048) of uint8 images (N, C, H, W), with progress and ETA."""
-    with progress(description, len(images), log) as cb:
-        return extract_features(images, batch_size=batch_size, device=device, progress=cb)
-
-
-def floor_indices(n_train: int, n: int, seed: int) -> torch.Tensor:
-    """Which n of n_train training images the floor uses: the first n of a seeded permutation."""
-    if n > n_train:
-        raise GanopsError(f"the real-data floor needs {n} training images (evaluate.num_samples) but the "
-                          f"prepared train split has {n_train}; lower evaluate.num_samples")
-    return torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:n]
-
-
-def real_data_floor(train_x: torch.Tensor, ref: FeatureStats, names: Sequence[str], n: int, seed: int,
-                    log: Callable[[str], Any] = print, batch_size: int = 8,
-                    device: str | torch.device = "cpu") -> dict[str, Any]:
-    """The metrics `names` (all with N = n) of n seeded training images (uint8 (N, C, H, W)) vs `ref`.
-
-    Returns {"metrics": {name: value}, "protocol": {name: {...}}, "n": n, "seed": seed}.
-    """
-    idx = floor_indices(len(train_x), n, seed)
-    feats = inception_features(train_x[idx], "floor: inception (train images)", log, batch_size, device)
-    out = compute_metrics(names, feats, ref, seed=seed)
-    return {"metrics": flatten(out), "protocol": floor_protocols(names, ref, seed), "n": n, "seed": seed}
-
-
-def floor_protocols(names: Sequence[str], ref: FeatureStats, seed: int) -> dict[str, dict[str, Any]]:
-    """Each floor metric's protocol: the model metric's, with real training images on the generated side."""
-    return {name: metric_protocol(name, ref, seed) | {"gen_split": "train"} for name in names}
+from ganops.metrics.inception import inception_features
+from ganops.metrics.names import MetricName
+from ganops.metrics.registry import compute_metrics, flatten
 
 
 def evaluate_images(images: torch.Tensor, ref: FeatureStats, names: Sequence[str], floor: dict[str, Any] | None,
@@ -123,7 +55,7 @@ def evaluate_images(images: torch.Tensor, ref: FeatureStats, names: Sequence[str
         result["floor"] = {k: floor["metrics"][k] for k in result}
         protocol |= {f"floor/{k}": v for k, v in floor["protocol"].items() if k in out}
         for name in out:
-            if name.startswith("fid") and floor["metrics"][name] > 0:
+            if MetricName.parse(name).kind == "fid" and floor["metrics"][name] > 0:
                 result[f"{name}_over_floor"] = result[name] / floor["metrics"][name]
     if judge is not None:
         result["judge"] = judge_report(judge, images[:judge_samples or len(images)], judge_ref, class_names)

@@ -21,8 +21,11 @@ We only locate the file with `importlib.util.find_spec` and never import the pac
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,3 +180,43 @@ def protocol() -> dict[str, str]:
     return {"network": NETWORK, "network_sha1": NETWORK_SHA1, "resize": RESIZE,
             "input": "uint8 (N, C, H, W), gray repeated to RGB, (x - 128) / 128 after resize",
             "precision": "fp32"}
+
+
+LOG_EVERY_S = 60.0  # a progress line this often when stderr is not a terminal (DVC logs, CI)
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int, log: Callable[[str], Any]) -> Iterator[ProgressFn]:
+    """A ProgressFn(done, total) for `extract_features`: a rich bar with ETA on a terminal, else a log
+    line every LOG_EVERY_S seconds (rate and ETA), and always a final line with the rate."""
+    from ganops.runtime import progress_bar
+
+    t0 = time.perf_counter()
+    state = {"done": 0, "logged": t0}
+    tty = sys.stderr.isatty()
+    with progress_bar(total, description) as bar:
+
+        def update(done: int, _total: int | None) -> None:
+            bar.advance(done - state["done"])
+            state["done"] = done
+            now = time.perf_counter()
+            if not tty and now - state["logged"] >= LOG_EVERY_S and done < total:
+                rate = done / (now - t0)
+                log(f"{description}: {done}/{total} images, {rate:.1f} img/s, eta {_eta((total - done) / rate)}")
+                state["logged"] = now
+
+        yield update
+    seconds = time.perf_counter() - t0
+    log(f"{description}: {state['done']} images in {_eta(seconds)} ({state['done'] / max(seconds, 1e-9):.1f} img/s)")
+
+
+def inception_features(images: torch.Tensor, description: str, log: Callable[[str], Any],
+                       batch_size: int, device: str | torch.device = "cpu") -> np.ndarray:
+    """Inception pool3 features float64 (N, 2048) of uint8 images (N, C, H, W), with progress and ETA."""
+    with progress(description, len(images), log) as cb:
+        return extract_features(images, batch_size=batch_size, device=device, progress=cb)

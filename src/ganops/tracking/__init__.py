@@ -33,7 +33,6 @@ from ganops.tracking.runs import (
     TAG_PIPELINE,
     TAG_STAGE,
     StageRun,
-    find_pipeline_runs,
     flatten_params,
     image_grid,
     lineage_tags,
@@ -52,7 +51,7 @@ from ganops.tracking.store import (
 __all__ = [
     "TAG_INCOMPLETE", "FlushSummary", "flush_outbox", "outbox_root",
     "TAG_COMMIT", "TAG_DATA", "TAG_DIRTY", "TAG_PARAMS", "TAG_PIPELINE", "TAG_STAGE",
-    "StageRun", "TrackingError", "TrackingWarning", "check_store", "experiment_name", "find_pipeline_runs",
+    "StageRun", "TrackingError", "TrackingWarning", "check_store", "experiment_name",
     "flatten_params", "get_or_create_experiment", "is_local_store", "image_grid", "lineage_tags", "repo_root",
     "resolve_tracking_uri", "stage_run",
 ]

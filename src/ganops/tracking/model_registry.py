@@ -27,6 +27,7 @@ import yaml
 import ganops
 from ganops.errors import GanopsError
 from ganops.provenance import repo_root
+from ganops.tracking.promotion import METRIC_TAG_PREFIX, TAG_RUN_ID
 from ganops.tracking.runs import StageRun
 from ganops.tracking.store import TrackingError, _client, _mlflow, _reason, check_store_exists, resolve_tracking_uri
 
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
 ARTIFACT = "generator"  # the logged model's name and its checkpoint's artifact key
 MODEL_CODE = Path(__file__).with_name("generator_model.py")  # run by MLflow at load time; never import it
-TAG_RUN_ID = "ganops.run_id"
-METRIC_TAG_PREFIX = "metric."
 # What loading the model imports (ganops.models, ganops.checkpoint, the PNG encoding). Pinned to this
 # environment, and explicit so MLflow does not load the model once more just to infer them.
 REQUIREMENTS = ("torch", "numpy", "pandas", "pillow", "pyyaml")

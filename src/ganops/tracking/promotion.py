@@ -38,8 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganops.tracking.model_registry import METRIC_TAG_PREFIX, TAG_RUN_ID
 from ganops.tracking.store import TrackingError, TrackingWarning, _client, _reason
+
+# The tags registration (model_registry.register_generator) writes on a version and the gate reads; here, so the
+# promote stage reads them without importing the generator loader (and models/) that registration needs.
+TAG_RUN_ID = "ganops.run_id"
+METRIC_TAG_PREFIX = "metric."
 
 CHAMPION, PREVIOUS = "champion", "previous"
 TAG_DECISION, TAG_REASON = "ganops.decision", "ganops.decision_reason"

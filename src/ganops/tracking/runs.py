@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ganops.provenance import git_commit, git_dirty, params_hash, pipeline_key, repo_root, to_jsonable
+from ganops.provenance import git_commit, git_dirty, params_hash, pipeline_key, to_jsonable
 from ganops.tracking.calls import TAG_INCOMPLETE, _signals_deferred, is_outage, release_fluent_run, send, what
 from ganops.tracking.outbox import Outbox, redact, retry_seconds, send_kept
 from ganops.tracking.store import (
@@ -318,7 +318,7 @@ def _nest_under_pipeline(client: Any, experiment_id: str, tags: Mapping[str, str
 
     The parent is a container: created FINISHED (never left RUNNING by a stage that dies), and each stage's
     end sets its status and end time again. The stage runs keep their own lineage tags; `ganops.pipeline`
-    is not on the parent, so `find_pipeline_runs` lists stages only.
+    is not on the parent, so a search by that tag finds the stages only.
     """
     key = tags[TAG_PIPELINE]
     exp_name = os.environ.get("DVC_EXP_NAME", "").strip()
@@ -373,27 +373,3 @@ def _dataset_input(data_meta: Mapping[str, Any], stage: str) -> Any:
         else str(data_meta.get("source", "data"))
     ds = MetaDataset(source, name=name, digest=str(data_meta["content_hash"]))
     return DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, stage)])
-
-
-def find_pipeline_runs(pipeline_key: str, experiment: str,
-                       tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """Runs tagged with `pipeline_key` in `experiment`, oldest first.
-
-    Each: run_id, stage, status, run_name, start_time (ms). The store defaults to
-    `resolve_tracking_uri(repo_root())`.
-    """
-    if "'" in pipeline_key:
-        raise ValueError(f"pipeline key must not contain quotes: {pipeline_key!r}")
-    uri = tracking_uri or resolve_tracking_uri(repo_root())
-    try:
-        client = _client(uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return []
-        query = f"tags.`{TAG_PIPELINE}` = '{pipeline_key}'"
-        runs = client.search_runs([exp.experiment_id], filter_string=query,
-                                  order_by=["attributes.start_time ASC"], max_results=10_000)
-    except Exception as e:
-        raise TrackingError(f"MLflow tracking store {uri} is unreachable: {_reason(e)}") from e
-    return [{"run_id": r.info.run_id, "stage": r.data.tags.get(TAG_STAGE), "status": r.info.status,
-             "run_name": r.info.run_name, "start_time": r.info.start_time} for r in runs]

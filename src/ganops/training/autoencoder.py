@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
-from ganops import losses
 from ganops.config import ModelConfig, PretrainConfig
 from ganops.models.autoencoder import Autoencoder, build_autoencoder
 from ganops.runtime import autocast, progress_bar, seed_everything, setup_runtime, to_model_input
@@ -29,9 +29,9 @@ class PretrainResult:
 
 def _step_loss(model: Autoencoder, x: torch.Tensor, cfg: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(x)
-    rec = losses.reconstruction(out.recon, x, cfg.loss)
+    rec = reconstruction_loss(out.recon, x, cfg.loss)
     if cfg.variational and out.mu is not None and out.logvar is not None:
-        return rec + cfg.kl_weight * losses.kl_normal(out.mu, out.logvar), rec
+        return rec + cfg.kl_weight * kl_normal(out.mu, out.logvar), rec
     return rec, rec
 
 
@@ -45,7 +45,7 @@ def evaluate_reconstruction(model: Autoencoder, images: torch.Tensor, cfg: Pretr
         x = to_model_input(images[s:s + batch_size], device, cfg.channels_last)
         with autocast(device, amp):
             recon = model(x).recon
-        total += losses.reconstruction(recon, x, cfg.loss).item() * len(x)
+        total += reconstruction_loss(recon, x, cfg.loss).item() * len(x)
         n += len(x)
     model.train()
     return total / max(n, 1)
@@ -157,3 +157,24 @@ def pretrain_autoencoder(cfg: PretrainConfig, model_cfg: ModelConfig, train_x: t
     }
     model.eval()
     return PretrainResult(model=model, history=history, metrics=metrics)
+
+
+# ---------------------------------------------------------------- the autoencoder's losses
+# Here, not in ganops/losses.py (the GAN's): only pretrain uses them, so an edit to either reruns only its stage.
+# Computed in fp32 even under autocast, like the GAN losses: `.float()` keeps the reductions comparable across runs.
+
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean per-pixel reconstruction loss of images in [-1, 1]: mse, or bce on [0, 1]."""
+    recon, x = recon.float(), x.float()
+    if kind == "mse":
+        return F.mse_loss(recon, x)
+    if kind == "bce":
+        p = ((recon + 1) / 2).clamp(1e-6, 1 - 1e-6)
+        return F.binary_cross_entropy(p, (x + 1) / 2)
+    raise ValueError(f"unknown reconstruction loss {kind!r}")
+
+
+def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)), summed over latent dims, mean over the batch."""
+    mu, logvar = mu.float(), logvar.float()
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()

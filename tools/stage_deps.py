@@ -1,7 +1,7 @@
 """The project code each DVC stage runs, found from its imports: dvc.yaml's code deps, generated and checked.
 
-    python -m tests.stage_deps            report the drift between dvc.yaml and the imports; exit 1 if any
-    python -m tests.stage_deps --write    rewrite the code deps in dvc.yaml to match
+    python -m tools.stage_deps            report the drift between dvc.yaml and the imports; exit 1 if any
+    python -m tools.stage_deps --write    rewrite the code deps in dvc.yaml to match
 
 Hand-kept lists drift: a new import in a shared module silently stops rerunning the stages that use it.
 So the lists are derived. A stage whose cmd is `python -m pipelines.cli <command>` runs:
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE_ROOTS = (ROOT / "src", ROOT)
 CLI = "pipelines.cli"
 STAGE_CMD = re.compile(r"^\s*python\s+-m\s+pipelines\.cli\s+(\S+)")
-TESTS = Path(__file__).resolve().parent  # stages must never import the test suite
+TESTS = ROOT / "tests"  # stages must never import the test suite
 
 
 def module_file(name: str) -> Path | None:
@@ -327,7 +327,7 @@ class Drift:
         parts += [f"  missing {m}" for m in self.missing] + [f"  extra   {e}" for e in self.extra]
         parts += [f"  {p}" for p in self.problems]
         if len(parts) == 1:
-            parts.append("  code deps out of order (run `python -m tests.stage_deps --write`)")
+            parts.append("  code deps out of order (run `python -m tools.stage_deps --write`)")
         return "\n".join(parts)
 
 
@@ -349,7 +349,7 @@ def check(text: str) -> list[Drift]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.stage_deps", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.stage_deps", description=__doc__.split("\n")[0])
     ap.add_argument("--write", action="store_true", help="rewrite the code deps in place")
     ap.add_argument("--dvc-yaml", type=Path, default=ROOT / "dvc.yaml", help="default: this checkout's dvc.yaml")
     ap.add_argument("--why", metavar="FILE", help="print how each stage imports FILE (a repo-relative .py path)")

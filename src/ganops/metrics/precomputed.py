@@ -1,4 +1,5 @@
-"""Results that depend only on the data and the feature network, shipped in the repository for known data.
+"""Precomputed reference statistics and real-data floors: results that depend only on the data and the feature
+network, committed to the repository (`stats/shipped/`) for known data.
 
 The test reference (Inception moments of the test split plus the features KID needs) and the real-data
 floor are ~35 and ~20 minutes of TF-Inception on a 2-core AVX2 CPU, and neither depends on a model.
@@ -17,7 +18,7 @@ what that machine would compute by the float round-off of the network (as any ca
 A file is trusted for its contents, not its name: `ganops ship-stats` writes a sha256 digest into each (the
 reference's header: over the header and every array's name, dtype, shape and bytes; the floor's "digest": over
 the canonical JSON of its key and record), and a file whose key matches is reused only if its contents still
-hash to it. One that does not (edited or damaged, or shipped before digests) is named in one `warning:` line
+hash to it. One that does not (edited or damaged, or precomputed before digests) is named in one `warning:` line
 and the stage computes instead of stopping: computing is always right, only slower, while a stop would leave a
 clone with a damaged file unable to run at all. The digest guards against accidents and stale hand edits, not
 against someone who rewrites the file and its digest (as with unsigned checkpoints): the files are code-reviewed
@@ -38,9 +39,8 @@ from ganops.errors import GanopsError, GanopsWarning
 from ganops.io import write_atomic, write_json
 from ganops.metrics import fid as fm
 
-SHIPPED_DIR = Path("stats/shipped")
 _HEADER = "ganops"
-DIGEST = "digest"  # header / document key of a shipped file's "sha256:<hex>"
+DIGEST = "digest"  # header / document key of a precomputed file's "sha256:<hex>"
 _REF_TENSORS = ("mu", "sigma_triu", "features")  # the order the reference digest reads them in
 
 
@@ -48,7 +48,7 @@ def _reference_digest(header: dict[str, Any], tensors: dict[str, np.ndarray]) ->
     """sha256 over the header without its digest (canonical JSON) and each array's name, dtype, shape and bytes.
 
     dtype and shape go in so the same bytes read as other numbers (float32 as float64, a reshaped matrix) do not
-    hash alike; the header so an edited protocol (network sha1, resize) does not pass as the shipped one.
+    hash alike; the header so an edited protocol (network sha1, resize) does not pass as the precomputed one.
     """
     h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != DIGEST}, sort_keys=True).encode())
     for name in _REF_TENSORS:
@@ -59,7 +59,7 @@ def _reference_digest(header: dict[str, Any], tensors: dict[str, np.ndarray]) ->
 
 
 def _floor_digest(doc: dict[str, Any]) -> str:
-    """sha256 over the canonical JSON (sorted keys, no spaces) of a shipped floor's key and record."""
+    """sha256 over the canonical JSON (sorted keys, no spaces) of a precomputed floor's key and record."""
     canonical = json.dumps({"key": doc.get("key"), "floor": doc.get("floor")}, sort_keys=True, separators=(",", ":"))
     return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
@@ -73,9 +73,9 @@ def _not_reused(path: Path, why: str) -> None:
 
 
 def _digest_fails(path: Path, stored: Any, actual: str) -> bool:
-    """Whether a shipped file fails its digest (said in one warning line naming it)."""
+    """Whether a precomputed file fails its digest (said in one warning line naming it)."""
     if stored is None:
-        _not_reused(path, "has no digest (shipped before digests were; re-ship it with `ganops ship-stats`)")
+        _not_reused(path, "has no digest (written before digests were; re-ship it with `ganops ship-stats`)")
         return True
     if stored != actual:
         _not_reused(path, "contents do not match its digest (edited or damaged)")
@@ -88,11 +88,11 @@ def _reference_path(to_dir: Path, meta: dict[str, Any]) -> Path:
 
 
 def pack_reference(stats: fm.FeatureStats, to_dir: str | Path) -> Path:
-    """Write `stats` (a reference, features kept) as a shipped file in `to_dir`; returns its path."""
+    """Write `stats` (a reference, features kept) as a precomputed file in `to_dir`; returns its path."""
     from safetensors.numpy import save
 
     if stats.features is None or not np.array_equal(stats.sigma, stats.sigma.T):
-        raise GanopsError("a shipped reference needs its KID features and an exactly symmetric covariance")
+        raise GanopsError("a precomputed reference needs its KID features and an exactly symmetric covariance")
     iu = np.triu_indices(stats.dim)
     tensors = {"mu": np.ascontiguousarray(stats.mu, dtype=np.float64),
                "sigma_triu": np.ascontiguousarray(stats.sigma[iu], dtype=np.float64),  # (D(D+1)/2,)
@@ -106,26 +106,26 @@ def pack_reference(stats: fm.FeatureStats, to_dir: str | Path) -> Path:
 
 
 def _header(path: Path) -> dict[str, Any] | None:
-    """The file's ganops header; None (and a warning) when the file cannot be read as a shipped reference."""
+    """The file's ganops header; None (and a warning) when the file cannot be read as a precomputed reference."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="np") as f:
             header = json.loads((f.metadata() or {})[_HEADER])
     except (SafetensorError, OSError, KeyError, ValueError) as e:
-        _not_reused(path, f"not a readable shipped reference ({_short(e)})")
+        _not_reused(path, f"not a readable precomputed reference ({_short(e)})")
         return None
     return header if isinstance(header, dict) else None
 
 
-def find_reference(shipped_dir: str | Path, meta: dict[str, Any], n: int) -> tuple[fm.FeatureStats, Path] | None:
-    """The shipped reference made from `n` images with exactly the header `meta` (data hash, network sha1,
+def find_reference(from_dir: str | Path, meta: dict[str, Any], n: int) -> tuple[fm.FeatureStats, Path] | None:
+    """The precomputed reference made from `n` images with exactly the header `meta` (data hash, network sha1,
     resize, split, kept features), as FeatureStats with its path; None when there is none, or when the file
     there fails its digest (a warning names it)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    path = _reference_path(Path(shipped_dir), meta)
+    path = _reference_path(Path(from_dir), meta)
     header = _header(path) if path.is_file() else None
     want = {**json.loads(json.dumps(meta)), "n": n, "format": fm.STATS_FORMAT}  # JSON-normalised like the file
     if header is None or {k: v for k, v in header.items() if k not in ("dim", DIGEST)} != want:
@@ -133,7 +133,7 @@ def find_reference(shipped_dir: str | Path, meta: dict[str, Any], n: int) -> tup
     try:
         arrays = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        _not_reused(path, f"not a readable shipped reference ({_short(e)})")
+        _not_reused(path, f"not a readable precomputed reference ({_short(e)})")
         return None
     if any(k not in arrays for k in _REF_TENSORS):
         _not_reused(path, f"arrays {sorted(arrays)}, expected {sorted(_REF_TENSORS)} (damaged)")
@@ -160,8 +160,8 @@ def _floor_path(to_dir: Path, key: dict[str, Any]) -> Path:
     return to_dir / f"floor-{key['source_hash']}-{key['n']}-{key['seed']}.json"
 
 
-def ship_floor(record: dict[str, Any], source_hash: str, to_dir: str | Path) -> Path:
-    """Write the floor stage's full record (its _detail.json) as a shipped file; returns its path."""
+def pack_floor(record: dict[str, Any], source_hash: str, to_dir: str | Path) -> Path:
+    """Write the floor stage's full record (its _detail.json) as a precomputed file; returns its path."""
     try:
         key = floor_key(source_hash, record["n"], record["seed"], record["protocol"])
     except KeyError as e:
@@ -172,16 +172,16 @@ def ship_floor(record: dict[str, Any], source_hash: str, to_dir: str | Path) -> 
     return path
 
 
-def find_floor(shipped_dir: str | Path, key: dict[str, Any]) -> tuple[dict[str, Any], Path] | None:
-    """The shipped floor record whose key equals `key`, with its path; None when there is none, or when the file
+def find_floor(from_dir: str | Path, key: dict[str, Any]) -> tuple[dict[str, Any], Path] | None:
+    """The precomputed floor record whose key equals `key`, with its path; None when there is none, or when the file
     there fails its digest (a warning names it)."""
-    path = _floor_path(Path(shipped_dir), key)
+    path = _floor_path(Path(from_dir), key)
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        _not_reused(path, f"not a readable shipped floor ({_short(e)})")
+        _not_reused(path, f"not a readable precomputed floor ({_short(e)})")
         return None
     if not isinstance(doc, dict) or doc.get("key") != key or not isinstance(doc.get("floor"), dict):
         return None
