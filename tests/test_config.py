@@ -129,6 +129,7 @@ def test_params_yaml_states_every_field_with_its_dataclass_default() -> None:
         for f in dataclasses.fields(cls):
             if f.name == "seed":
                 assert f.name not in written, f"{name}.seed: the top-level seed is the recipe's one seed"
+                assert f.default == raw["seed"], f"{name}.seed defaults to {f.default}, params.yaml says {raw['seed']}"
                 continue
             assert f.name in written, f"params.yaml lacks {name}.{f.name} (default {f.default!r})"
             value = written.pop(f.name)

@@ -59,6 +59,7 @@ MAX_LOSS_WEIGHT = 1e4  # gp / R1 / KL weights: 10 and 100 are usual; far above, 
 # numpy's default_rng takes any int >= 0, torch's manual_seed any int < 2**64; below 2**63 leaves room for
 # seed + epoch (DistributedSampler) and fits an int64 wherever a seed is stored.
 SEED_MAX = 2**63 - 1
+DEFAULT_SEED = 42  # params.yaml's top-level `seed`, which every section with a seed takes
 
 
 def check_seed(value: Any, key: str = "seed") -> None:
@@ -81,7 +82,7 @@ class DataConfig:
     test_fraction: float = 0.1  # folder source: share of images held out as test
     class_balance_tolerance: float = 0.5  # every class share within ±50 % of 1/K
     dedupe: bool = True  # drop train images whose pixels also occur in test
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         # which sources exist is ganops.data.sources' to say: `ganops prepare` checks it on load
@@ -182,7 +183,7 @@ class PretrainConfig(RuntimeConfig):
     variational: bool = False  # VAE: encoder predicts mean and log-variance
     kl_weight: float = 0.01  # weight of the KL term (VAE only)
     log_every: int = 50  # steps between MLflow metric points
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         self._check_runtime()
@@ -218,7 +219,7 @@ class TrainConfig(RuntimeConfig):
     max_steps: int = 0  # stop after this many G steps; 0 = run all epochs
     log_every: int = 50  # steps between MLflow metric points
     n_eval: int = 2000  # generated images for the in-training metric (best checkpoint)
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         self._check_runtime()
@@ -256,7 +257,7 @@ class JudgeConfig(RuntimeConfig):
     batch_size: int = 128
     lr: float = 3e-3  # peak of the one-cycle schedule
     width: int = 32
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         self._check_runtime()
@@ -278,7 +279,7 @@ class EvaluateConfig:
     grid_size: int = 64  # images in the logged sample grid (per class: grid_size // K each)
     register: bool = True  # log + register the generator in the MLflow model registry
     device: str = "auto"
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         _in(self, "num_samples", 2, MAX_SAMPLES)
@@ -326,6 +327,6 @@ SECTIONS: dict[str, type] = {
     "judge": JudgeConfig, "evaluate": EvaluateConfig, "promote": PromoteConfig, "tracking": TrackingConfig,
 }
 __all__ = [
-    "ConfigError", "DataConfig", "EvaluateConfig", "JudgeConfig", "ModelConfig", "PromoteConfig",
+    "DEFAULT_SEED", "ConfigError", "DataConfig", "EvaluateConfig", "JudgeConfig", "ModelConfig", "PromoteConfig",
     "PretrainConfig", "RuntimeConfig", "SECTIONS", "SEED_MAX", "TrainConfig", "TrackingConfig", "check_seed",
 ]
