@@ -205,8 +205,8 @@ class TrainConfig(RuntimeConfig):
     batch_size: int = 128
     g_lr: float = 2e-4
     d_lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    beta1: float = 0.0  # Adam β1 0 and β2 0.99 for G and D (docs/results.md round 6)
+    beta2: float = 0.99
     loss: str = "hinge"  # bce (non-saturating G) | lsgan | hinge | wgan-gp
     gp_weight: float = 10.0  # gradient penalty weight (wgan-gp only)
     r1_weight: float = 0.0  # R1 penalty on real images; 0 = off
