@@ -15,7 +15,6 @@ the committed pictures carry another hash than the committed `dvc.lock`: the pic
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 from pathlib import Path
 
@@ -33,15 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("docs/champion_grid.png", "docs/training_curves.png")
 GENERATOR = "models/generator.pt"
 PROVENANCE_KEY = "ganops:generator-md5"  # PNG tEXt key: md5 of the generator file the picture shows
-
-
-def file_md5(path: Path) -> str:
-    """md5 of the file's bytes: what DVC 3 records as `md5` for a file output."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def locked_md5(lock: Path, out: str = GENERATOR) -> str:
@@ -112,7 +102,9 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose dvc repro outputs to draw")
     ap.add_argument("--out", type=Path, default=ROOT, help="checkout whose docs/ receives the pictures")
     args = ap.parse_args()
-    md5 = file_md5(args.root / GENERATOR)
+    from ganops.io import file_digest
+
+    md5 = file_digest(args.root / GENERATOR, "md5")  # what DVC 3 records as `md5` for a file output
     locked = locked_md5(args.root / "dvc.lock")
     if md5 != locked:
         raise SystemExit(f"{args.root / GENERATOR}: md5 {md5} is not the {locked} that dvc.lock records; "

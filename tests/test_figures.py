@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from ganops.config import ModelConfig
+from ganops.io import file_digest
 from ganops.models.generator import build_generator, save_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def _checkout(root: Path, lock_md5: str | None = None) -> str:
     config = {"model": dataclasses.asdict(cfg), "image_size": 28, "channels": 1, "num_classes": 10,
               "class_names": list("abcdefghij")}
     save_generator(root / "models/generator.pt", G, config)
-    md5 = figures.file_md5(root / "models/generator.pt")
+    md5 = file_digest(root / "models/generator.pt", "md5")
     (root / "plots").mkdir()
     (root / "plots/train.csv").write_text("step,epoch,d_loss,g_loss,d_real,d_fake\n"
                                           "50,1,1.0,0.5,0.6,0.4\n100,1,0.9,0.6,0.6,0.4\n")
