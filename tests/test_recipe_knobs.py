@@ -1,4 +1,4 @@
-"""Issue 13's recipe knobs, for real: D's hidden FC layer, class-conditional BatchNorm and upsample+conv
+"""Issue 13's recipe knobs, for real: D's and G's hidden FC layers, class-conditional BatchNorm and upsample+conv
 in G, and the linear learning-rate decay (including exact resume in the middle of the decay)."""
 
 from __future__ import annotations
@@ -61,6 +61,30 @@ def test_d_hidden_adds_a_spectral_norm_fc_layer_that_the_autoencoder_leaves_at_i
     assert more > less  # the FC layer is counted in the budget
 
 
+# ---------------------------------------------------------------- G's hidden layer
+
+def test_g_hidden_puts_an_fc_layer_before_the_projection_that_pretrain_fills_and_labels_enter() -> None:
+    cfg = dataclasses.replace(CFG, g_hidden=32)
+    G = build_generator(cfg, 28, 1, K)
+    assert (G.hidden_fc.in_features, G.hidden_fc.out_features) == (L, 32) and G.project.in_channels == 32
+    assert G.cond_hidden.in_features == L and not hasattr(G, "cond_project")  # labels join z at the first layer
+    ae = build_autoencoder(cfg, 28, 1).eval()
+    assert ae.decoder.project.in_channels == 32  # the decoder has the layer too, so pretraining fills it
+    assert load_autoencoder_into_generator(G, ae.state_dict()) == ["cond_embed.weight", "cond_hidden.weight"]
+    z, y = torch.randn(B, L), torch.randint(0, K, (B,))
+    G.eval()
+    with torch.no_grad():
+        assert G(z, y).shape == (B, 1, 28, 28)
+        G.cond_hidden.weight.zero_()  # without the label term G is the decoder it was loaded from
+        assert torch.equal(G(z, y), ae.decode(z))
+    plain = build_autoencoder(CFG, 28, 1)
+    with pytest.raises(ValueError):  # a decoder without the layer does not fit
+        load_autoencoder_into_generator(build_generator(cfg, 28, 1, K), plain.state_dict())
+    more = count_flops(lambda: build_generator(cfg, 28, 1, K)(z, y).sum().backward())
+    less = count_flops(lambda: build_generator(CFG, 28, 1, K)(z, y).sum().backward())
+    assert more > less  # counted in the budget
+
+
 # ---------------------------------------------------------------- conditional BatchNorm in G
 
 def test_conditional_batchnorm_starts_as_the_plain_generator_then_steers_by_class() -> None:
@@ -104,7 +128,8 @@ def test_nearest_upsampling_replaces_every_transposed_stride2_conv_and_transfers
 
 
 @pytest.mark.parametrize(("field", "bad"), [("g_upsample", "bilinear"), ("d_hidden", -1), ("d_hidden", 10**6),
-                                            ("d_hidden", True), ("g_cond_bn", 1), ("g_upsample", 2)])
+                                            ("d_hidden", True), ("g_cond_bn", 1), ("g_upsample", 2),
+                                            ("g_hidden", -1), ("g_hidden", 10**6), ("g_hidden", "1024")])
 def test_params_refuse_bad_recipe_fields(field: str, bad: object) -> None:
     with pytest.raises(ValueError, match=f"params.yaml.*{field}|{field}"):
         from_dict(ModelConfig, {field: bad}, "params.yaml: model")

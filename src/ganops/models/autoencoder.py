@@ -70,12 +70,13 @@ class Autoencoder(nn.Module):
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, g_width: int, d_width: int,
                  variational: bool = False, spectral_norm: bool = False, depth: int = 0,
-                 upsample: str = "convt") -> None:
+                 upsample: str = "convt", g_hidden: int = 0) -> None:
         super().__init__()
         check_positive(latent_dim=latent_dim)
         self.latent_dim, self.variational = latent_dim, variational
         self.encoder = Encoder(latent_dim, channels, image_size, d_width, variational, spectral_norm, depth)
-        self.decoder = Generator(latent_dim, channels, image_size, g_width, depth=depth, upsample=upsample)
+        self.decoder = Generator(latent_dim, channels, image_size, g_width, depth=depth, upsample=upsample,
+                                 hidden=g_hidden)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) -> z (B, L): a reparameterised sample when training a VAE, else mu."""
@@ -171,7 +172,7 @@ def build_autoencoder(cfg: ModelConfig, image_size: int, channels: int,
     """AE / VAE whose halves transfer into `build_generator` / `build_discriminator` of the same cfg."""
     return Autoencoder(cfg.latent_dim, channels, image_size, cfg.g_width, cfg.d_width,
                        variational=variational, spectral_norm=cfg.spectral_norm, depth=cfg.depth,
-                       upsample=cfg.g_upsample)
+                       upsample=cfg.g_upsample, g_hidden=cfg.g_hidden)
 
 
 # ---------------------------------------------------------------- the autoencoder file
@@ -182,7 +183,7 @@ KIND = "autoencoder"
 FILE_KEYS = ("model", "image_size", "channels")
 # The model fields that must match between the pretrained autoencoder and the G and D it initialises (the rest
 # may differ: conditioning, d_hidden and g_cond_bn add layers the AE lacks).
-TRANSFER_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample")
+TRANSFER_KEYS = ("latent_dim", "g_width", "d_width", "spectral_norm", "depth", "g_upsample", "g_hidden")
 
 
 def save_autoencoder(path: str | Path, model: Autoencoder, config: dict[str, Any], key: bytes | None = None) -> Path:

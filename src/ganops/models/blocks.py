@@ -73,7 +73,7 @@ def init_weights(module: nn.Module) -> nn.Module:
     """DCGAN init of every layer inside `module`, in place; returns `module`.
 
     Conv / ConvTranspose / Linear weights ~ N(0, 0.02), their biases 0;
-    BatchNorm weight ~ N(1, 0.02), bias 0. Embeddings are left to their owners
+    BatchNorm (1d, 2d) weight ~ N(1, 0.02), bias 0. Embeddings are left to their owners
     (G keeps N(0, 1) so labels weigh like z; D's projection sets its own scale).
     """
     for m in module.modules():
@@ -81,7 +81,7 @@ def init_weights(module: nn.Module) -> nn.Module:
             nn.init.normal_(_raw_weight(m), 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module

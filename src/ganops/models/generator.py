@@ -42,6 +42,8 @@ class Generator(nn.Module):
     z (B, latent_dim) -> ConvT to (B, w·2^(n-1), b, b) -> n-1 up blocks (ConvT, BN, ReLU)
     halving channels -> ConvT to (B, C, H, W) -> tanh. For 28×28: 7 → 14 → 28. `depth`
     3×3 conv layers (BN, ReLU) follow the projection and every up block.
+    `hidden > 0` puts a fully connected layer (Linear, BN, ReLU) of that width before the projection: the
+    FC-1024 of InfoGAN's G (Lucic et al. 2018), which the projection then reads instead of z.
 
     With `num_classes > 0` a label embedding e (B, E) is joined to z. The first layer of
     cat[z, e] is written as project(z) + cond_project(e) (the same linear map with its
@@ -53,18 +55,22 @@ class Generator(nn.Module):
     """
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int,
-                 num_classes: int = 0, depth: int = 0, cond_bn: bool = False, upsample: str = "convt") -> None:
+                 num_classes: int = 0, depth: int = 0, cond_bn: bool = False, upsample: str = "convt",
+                 hidden: int = 0) -> None:
         super().__init__()
         base, steps = size_plan(image_size, channels)
         check_positive(latent_dim=latent_dim, width=width)
         check_depth(depth)
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if num_classes < 0 or hidden < 0:
+            raise ValueError(f"num_classes and hidden must be >= 0, got {num_classes}, {hidden}")
         self.latent_dim, self.channels, self.image_size = latent_dim, channels, image_size
-        self.num_classes = num_classes
+        self.num_classes, self.hidden = num_classes, hidden
         widths = [width * 2**i for i in reversed(range(steps))]  # e.g. [2w, w] for 28×28
 
-        self.project = nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=False)
+        if hidden:  # no bias: the BatchNorm after it has one
+            self.hidden_fc = nn.Linear(latent_dim, hidden, bias=False)
+            self.hidden_bn = nn.BatchNorm1d(hidden)
+        self.project = nn.ConvTranspose2d(hidden or latent_dim, widths[0], base, 1, 0, bias=False)
         self.project_bn = nn.BatchNorm2d(widths[0])
         # `depth` 3×3 convs at the base resolution and after every up block but the last (to_image)
         self.refine = nn.Sequential(*refine_layers(widths[0], depth, batchnorm=True, leaky=False))
@@ -75,7 +81,10 @@ class Generator(nn.Module):
         if num_classes:
             embed_dim = latent_dim  # same size as z so neither input dominates at init
             self.cond_embed = nn.Embedding(num_classes, embed_dim)
-            self.cond_project = nn.ConvTranspose2d(embed_dim, widths[0], base, 1, 0, bias=False)
+            if hidden:
+                self.cond_hidden = nn.Linear(embed_dim, hidden, bias=False)
+            else:
+                self.cond_project = nn.ConvTranspose2d(embed_dim, widths[0], base, 1, 0, bias=False)
         if self.cond_bn:  # one (γ, β) table per conditioned BatchNorm: project_bn, then each up block's
             self.cond_bn_gain = nn.ModuleList(nn.Embedding(num_classes, w) for w in widths)
             self.cond_bn_shift = nn.ModuleList(nn.Embedding(num_classes, w) for w in widths)
@@ -90,12 +99,17 @@ class Generator(nn.Module):
         `y` is required when conditional and ignored otherwise (loops may always pass it).
         """
         B = z.shape[0]
-        x = self.project(z.view(B, self.latent_dim, 1, 1))  # (B, w·2^(n-1), b, b)
-        if self.num_classes:
-            if y is None:
-                raise ValueError("conditional generator needs labels y of shape (B,)")
-            e = self.cond_embed(y).view(B, -1, 1, 1)  # (B, E, 1, 1)
-            x = x + self.cond_project(e)  # (B, w·2^(n-1), b, b)  == first layer of cat[z, e]
+        if self.num_classes and y is None:
+            raise ValueError("conditional generator needs labels y of shape (B,)")
+        e = self.cond_embed(y) if self.num_classes else None  # (B, E)
+        if self.hidden:
+            h = self.hidden_fc(z)  # (B, hidden)
+            if e is not None:
+                h = h + self.cond_hidden(e)  # (B, hidden)  == first layer of cat[z, e]
+            z = torch.relu(self.hidden_bn(h))  # (B, hidden): what the projection reads
+        x = self.project(z.view(B, -1, 1, 1))  # (B, w·2^(n-1), b, b)
+        if e is not None and not self.hidden:
+            x = x + self.cond_project(e.view(B, -1, 1, 1))  # (B, w·2^(n-1), b, b)  == first layer of cat[z, e]
         x = torch.relu(self._condition(0, self.project_bn(x), y))  # (B, w·2^(n-1), b, b)
         x = self.refine(x)  # (B, w·2^(n-1), b, b)  identity when depth 0
         for i, block in enumerate(self.up):  # up_block: 0 up, 1 BN, 2 ReLU, then refine layers
@@ -118,7 +132,7 @@ def build_generator(cfg: ModelConfig, image_size: int, channels: int, num_classe
     """G from the `model:` config; `num_classes` counts only when `cfg.conditional`."""
     return Generator(cfg.latent_dim, channels, image_size, cfg.g_width,
                      conditional_classes(cfg.conditional, num_classes), cfg.depth,
-                     cond_bn=cfg.g_cond_bn, upsample=cfg.g_upsample)
+                     cond_bn=cfg.g_cond_bn, upsample=cfg.g_upsample, hidden=cfg.g_hidden)
 
 
 def save_generator(path: str | Path, G: Generator, config: dict[str, Any], key: bytes | None = None) -> Path:
