@@ -44,8 +44,21 @@ def ganops(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
     """`python -m pipelines.cli ...` with this checkout's code, logging to `uri`."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}", "MLFLOW_TRACKING_URI": uri,
            "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # -X faulthandler: a child that hangs can be made to print every thread's stack (see exits_within)
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "pipelines.cli", *args], cwd=cwd, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def exits_within(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
+    """(stdout, stderr) of `proc` once it exits; if it has not within `seconds`, fail with the stack of each of its
+    threads (SIGABRT makes faulthandler print them) and its last output, so a rare hang says where it hangs."""
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"still running {seconds:.0f} s after the signal; its threads then:\n{err[-8000:]}\n"
+                    f"its last output:\n{out[-2000:]}")
 
 
 def wait_until(cond: Callable[[], object], proc: subprocess.Popen, what: str, poll: float = 0.05) -> None:
@@ -109,7 +122,7 @@ def test_signal_mid_training_ends_the_run_killed_with_no_outputs_or_temp_files(
     wait_until(lambda: (tmp_path / "ckpt" / "last.pt").is_file() and runs(store, "train"), proc, "an epoch")
     assert [r.info.status for r in runs(store, "train")] == ["RUNNING"]
     os.kill(proc.pid, sig)
-    out, err = proc.communicate(timeout=120)
+    out, err = exits_within(proc, 120)
     assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == said and "Traceback" not in err, err
     assert [r.info.status for r in runs(store, "train")] == ["KILLED"]
