@@ -147,7 +147,7 @@ def test_sigterm_while_prepare_writes_removes_its_temp_dir_and_kills_the_run(tmp
     caught = bool(temp_dirs())
     os.kill(proc.pid, signal.SIGTERM)
     os.kill(proc.pid, signal.SIGCONT)
-    out, err = proc.communicate(timeout=120)
+    out, err = exits_within(proc, 120)
     assert caught, "prepare finished its temp dir before it was stopped"
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "terminated (SIGTERM)", err
