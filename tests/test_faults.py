@@ -44,9 +44,18 @@ def ganops(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
     """`python -m pipelines.cli ...` with this checkout's code, logging to `uri`."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}", "MLFLOW_TRACKING_URI": uri,
            "OMP_NUM_THREADS": "1"}
-    # -X faulthandler: a child that hangs can be made to print every thread's stack (see exits_within)
-    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "pipelines.cli", *args], cwd=cwd, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A background job of a script (`bash .ci/run > log &`) starts with SIGINT ignored and its children inherit
+    # that, so Python installs no Ctrl-C handler and a SIGINT test's child trains on. The child starts as a
+    # terminal's foreground process does, Ctrl-C at its default (a Python handler resets to it across exec).
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # -X faulthandler: a child that hangs can be made to print every thread's stack (see exits_within)
+        return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "pipelines.cli", *args], cwd=cwd,
+                                env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def exits_within(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
