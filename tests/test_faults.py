@@ -44,9 +44,10 @@ def ganops(args: list[str], cwd: Path, uri: str) -> subprocess.Popen:
     """`python -m pipelines.cli ...` with this checkout's code, logging to `uri`."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}", "MLFLOW_TRACKING_URI": uri,
            "OMP_NUM_THREADS": "1"}
-    # A background job of a script (`bash .ci/run > log &`) starts with SIGINT ignored and its children inherit
-    # that, so Python installs no Ctrl-C handler and a SIGINT test's child trains on. The child starts as a
-    # terminal's foreground process does, Ctrl-C at its default (a Python handler resets to it across exec).
+    # A background job of a shell without job control (`bash .ci/run > log &` in a script) starts with SIGINT
+    # ignored and its children inherit that, so Python installs no Ctrl-C handler and a SIGINT test's child
+    # trains on. The child starts as a terminal's foreground process does, Ctrl-C at its default (a Python
+    # handler resets to it across exec).
     ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     if ignored:
         signal.signal(signal.SIGINT, signal.default_int_handler)
