@@ -289,7 +289,7 @@ def _sn_pair(bias: bool) -> tuple[nn.Module, SNLinear]:
 def test_sn_linear_divides_its_output_as_spectral_norm_divides_the_weight(bias: bool) -> None:
     ref, ours = _sn_pair(bias)
     raw = ref.parametrizations.weight.original
-    for step in range(3):  # training mode: each forward runs one power iteration, on both
+    for _ in range(3):  # training mode: each forward runs one power iteration, on both
         x = torch.randn(6, 48, requires_grad=True)
         x2 = x.detach().clone().requires_grad_(True)
         y_ref, y = ref(x), ours(x2)
