@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ganops.config import ModelConfig
 from ganops.models.autoencoder import (
@@ -14,7 +15,7 @@ from ganops.models.autoencoder import (
     load_autoencoder_into_discriminator,
     load_autoencoder_into_generator,
 )
-from ganops.models.blocks import init_weights
+from ganops.models.blocks import SNLinear, init_weights
 from ganops.models.discriminator import Discriminator, build_discriminator
 from ganops.models.generator import Generator, build_generator
 from ganops.models.latent import sample_latent
@@ -269,3 +270,58 @@ def test_sample_latent_uniform_in_range_and_reproducible_with_seeded_generator()
     assert not torch.equal(n, sample_latent(1000, L, "normal", generator=torch.Generator().manual_seed(8)))
     with pytest.raises(ValueError, match="uniform"):
         sample_latent(2, L, "cauchy")
+
+
+def _sn_pair(bias: bool) -> tuple[nn.Module, SNLinear]:
+    """A spectral-norm nn.Linear (torch divides the weight) and an SNLinear holding the same state."""
+    ref = nn.Linear(48, 32, bias=bias)
+    with torch.no_grad():
+        ref.weight.mul_(10)  # σ far from 1, so dividing the wrong thing cannot pass
+        if bias:
+            ref.bias.normal_()
+    ref = spectral_norm(ref)
+    ours = spectral_norm(SNLinear(48, 32, bias=bias))
+    ours.load_state_dict(ref.state_dict())  # the same keys: weights and checkpoints interchange
+    return ref, ours
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_sn_linear_divides_its_output_as_spectral_norm_divides_the_weight(bias: bool) -> None:
+    ref, ours = _sn_pair(bias)
+    raw = ref.parametrizations.weight.original
+    for _ in range(3):  # training mode: each forward runs one power iteration, on both
+        x = torch.randn(6, 48, requires_grad=True)
+        x2 = x.detach().clone().requires_grad_(True)
+        y_ref, y = ref(x), ours(x2)
+        assert (y_ref - nn.functional.linear(x, raw, ref.bias)).abs().max() > 1, "σ ≈ 1 would make this vacuous"
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+        for name in ("_u", "_v"):
+            torch.testing.assert_close(getattr(ours.parametrizations.weight[0], name),
+                                       getattr(ref.parametrizations.weight[0], name), rtol=0, atol=0)
+        g = torch.randn_like(y)
+        y_ref.backward(g)
+        y.backward(g)
+        torch.testing.assert_close(x2.grad, x.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours.parametrizations.weight.original.grad, raw.grad, rtol=1e-4, atol=1e-6)
+        if bias:
+            torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
+        ref.zero_grad(), ours.zero_grad()
+    u = ours.parametrizations.weight[0]._u.clone()
+    ref.eval(), ours.eval()
+    x = torch.randn(6, 48)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours.parametrizations.weight[0]._u, u)  # eval: no power iteration
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 rounds W instead of W/σ: close, not equal
+        y_ref, y = ref(x), ours(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=3e-2, atol=3e-2)
+
+
+def test_sn_linear_without_spectral_norm_is_nn_linear() -> None:
+    ref = nn.Linear(48, 32)
+    ours = SNLinear(48, 32)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 48)
+    assert torch.equal(ours(x), ref(x))
+    D = Discriminator(1, 28, W, num_classes=K, spectral_norm=True, hidden=32)
+    assert isinstance(D.hidden[0], SNLinear) and isinstance(D.head, SNLinear)  # the layers that take the output path

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ganops.models.blocks import ConvTrunk, apply_spectral_norm, conditional_classes, init_weights
+from ganops.models.blocks import ConvTrunk, SNLinear, apply_spectral_norm, conditional_classes, init_weights
 
 if TYPE_CHECKING:
     from ganops.config import ModelConfig
@@ -26,7 +26,8 @@ class Discriminator(nn.Module):
 
     With `num_classes > 0`: projection conditioning (Miyato & Koyama 2018),
     logit += <embed(y), features>. With `spectral_norm`: no BatchNorm anywhere and
-    spectral norm on every conv / linear / embedding (trunk, head, projection).
+    spectral norm on every conv / linear / embedding (trunk, head, projection); the linear layers
+    (`SNLinear`) divide their output by σ rather than their weight, the same map at a fraction of the passes.
     """
 
     def __init__(self, channels: int, image_size: int, width: int, num_classes: int = 0,
@@ -40,10 +41,10 @@ class Discriminator(nn.Module):
         F = self.trunk.out_features
         if hidden < 0:
             raise ValueError(f"hidden must be >= 0, got {hidden}")
-        self.hidden = nn.Sequential(nn.Linear(F, hidden), nn.LeakyReLU(0.2)) if hidden else nn.Identity()
+        self.hidden = nn.Sequential(SNLinear(F, hidden), nn.LeakyReLU(0.2)) if hidden else nn.Identity()
         init_weights(self.hidden)
         F = hidden or F  # what the head and the projection see
-        self.head = nn.Linear(F, 1)
+        self.head = SNLinear(F, 1)
         init_weights(self.head)
         if num_classes:
             self.cond_embed = nn.Embedding(num_classes, F)
