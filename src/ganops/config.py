@@ -205,7 +205,7 @@ class TrainConfig(RuntimeConfig):
     """`train:` — the adversarial game, its stabilisers, and how often to report/checkpoint."""
 
     epochs: int = 18
-    batch_size: int = 32  # more G steps for the same FLOPs: fid10k 12.5 / 11.9 at 32 vs 12.7 / 12.7 at 64 (docs/results.md rounds 7, 10)
+    batch_size: int = 32  # more G steps, same FLOPs: fid10k 12.5 / 11.9 vs 12.7 / 12.7 at 64 (docs/results.md round 10)
     g_lr: float = 2e-4
     d_lr: float = 2e-4
     beta1: float = 0.0  # Adam β1 0 and β2 0.99 for G and D (docs/results.md round 6)
